@@ -1,0 +1,62 @@
+"""The FastAPI app factory: settings, backend, file serving, and every API shape in one block."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+
+from shared import __version__
+from shared.config import Settings
+from shared.dialects import draw, form
+from shared.errors import NotFound
+from shared.storage import LOCAL_ROUTE, LocalStorage, make_storage
+
+log = logging.getLogger(__name__)
+
+
+def local_backend(settings: Settings):
+    """Engine + storage in this process, from settings."""
+    from shared.backend import LocalBackend
+    from shared.engine import Engine
+    from shared.engine.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.models_dir, settings.default_model)
+    engine = Engine(registry, settings.device, settings.max_loaded_models,
+                    settings.max_image_pixels)
+    return LocalBackend(engine, make_storage(settings))
+
+
+def create_app(settings: Settings | None = None, backend=None) -> FastAPI:
+    """Build the app; `backend` defaults to a LocalBackend from settings."""
+    settings = settings or Settings()
+    backend = backend or local_backend(settings)
+    app = FastAPI(title="sdgate", version=__version__,
+                  description="Stable Diffusion behind the API shapes its users already call.")
+    app.state.settings = settings
+    app.state.backend = backend
+
+    # Every API shape, one block. Each router renders its own errors.
+    app.include_router(form.router)  # seed 002: /txt2img, /img2img
+    app.include_router(draw.router)  # seed 000: /v1/draw
+
+    storage = getattr(backend, "storage", None)
+    if isinstance(storage, LocalStorage):
+        @app.get(LOCAL_ROUTE + "/{key:path}", include_in_schema=False)
+        def files(key: str):
+            try:
+                path = storage.path_for(key)
+            except NotFound:
+                path = None
+            if path is None or not path.is_file():
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
+            media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            return FileResponse(path, media_type=media)
+
+    @app.get("/health", include_in_schema=False)
+    def health():
+        return {"status": "ok", "version": __version__}
+
+    return app

@@ -1,0 +1,67 @@
+"""A backend runs a GenerationRequest and stores its images: engine + storage, in or out of process.
+
+The web app only talks to a Backend. Locally it is `LocalBackend`; on Modal the web container
+uses a backend that calls the GPU class, which runs `LocalBackend.run` next to the GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import anyio
+
+from shared.generation import GenerationRequest, GenerationResult
+from shared.storage import Storage, image_key, new_job_id
+
+EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+class Backend(Protocol):
+    """What the web layer needs from whatever generates images."""
+
+    async def generate(self, req: GenerationRequest, *, job_id: str | None = None,
+                       keep_bytes: bool = False) -> GenerationResult:
+        """Generate and store; images carry URLs, and their bytes when keep_bytes."""
+
+    def native_size(self, model: str | None) -> int:
+        """The native image side of a model, in pixels."""
+
+
+def planned_urls(storage: Storage, job_id: str, n: int, mime: str = "image/png") -> list[str]:
+    """The URLs a job's images will have once stored (ModelsLab's future_links)."""
+    return [storage.url_for(image_key(job_id, i, EXT[mime])) for i in range(n)]
+
+
+def store_result(storage: Storage, result: GenerationResult, job_id: str,
+                 keep_bytes: bool = False) -> GenerationResult:
+    """Upload every image; a URL is set only once its object is written."""
+    t0 = time.perf_counter()
+    for i, img in enumerate(result.images):
+        img.url = storage.put(image_key(job_id, i, EXT[img.mime_type]), img.data, img.mime_type)
+        if not keep_bytes:
+            img.data = None
+    result.job_id = job_id
+    result.timings["upload"] = time.perf_counter() - t0
+    return result
+
+
+class LocalBackend:
+    """Engine and storage in this process; generation runs in a worker thread."""
+
+    def __init__(self, engine, storage: Storage):
+        self.engine = engine
+        self.storage = storage
+
+    def run(self, req: GenerationRequest, job_id: str | None = None,
+            keep_bytes: bool = False) -> GenerationResult:
+        """Generate and store, synchronously."""
+        result = self.engine.generate(req)
+        return store_result(self.storage, result, job_id or new_job_id(), keep_bytes)
+
+    async def generate(self, req: GenerationRequest, *, job_id: str | None = None,
+                       keep_bytes: bool = False) -> GenerationResult:
+        return await anyio.to_thread.run_sync(self.run, req, job_id, keep_bytes)
+
+    def native_size(self, model: str | None) -> int:
+        return self.engine.native_size(model)

@@ -1,0 +1,1 @@
+"""One module per API shape: upstream's request models, `to_internal()`, and renderers."""

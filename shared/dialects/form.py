@@ -1,0 +1,104 @@
+"""Seed 002: the form-encoded `POST /txt2img` and `POST /img2img` API (JSON accepted too).
+
+Upstream: ../shared/seeds/002 — fields, ranges and the response are that document's, field for
+field. Added by sdgate (fenced below): `negative_prompt`, `model`, `key`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.dialects.base import (backend, check_key, dialect_route, header_key, read_fields,
+                                  validate)
+from shared.errors import SdgateError, status_of
+from shared.generation import MAX_SEED, GenerationRequest, GenerationResult, Mode
+from shared.images import b64decode_strict, check_image, open_image
+
+
+class Txt2ImgRequest(BaseModel):
+    """POST /txt2img body, as the seed documents it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = Field(min_length=1)
+    seed: int | None = Field(None, ge=-1, le=MAX_SEED)
+    num_outputs: int = Field(1, ge=1, le=4)
+    width: int = Field(512, gt=0, le=1024)
+    height: int = Field(512, gt=0, le=1024)
+    num_inference_steps: int = Field(30, gt=0, le=150)
+    guidance_scale: float = Field(7, gt=0, le=20)
+    # -- sdgate additions --
+    negative_prompt: str = ""
+    model: str | None = None
+    key: str | None = None
+
+    def to_internal(self, mode: Mode = Mode.txt2img, **extra) -> GenerationRequest:
+        return GenerationRequest(
+            mode=mode, model=self.model, prompt=self.prompt,
+            negative_prompt=self.negative_prompt, width=self.width, height=self.height,
+            steps=self.num_inference_steps, guidance=self.guidance_scale,
+            seed=-1 if self.seed is None else self.seed, num_images=self.num_outputs, **extra)
+
+
+class Img2ImgRequest(Txt2ImgRequest):
+    """POST /img2img body: txt2img's fields plus strength and a base64 init image."""
+
+    width: int | None = Field(None, gt=0, le=1024)  # default: the init image's own size
+    height: int | None = Field(None, gt=0, le=1024)
+    strength: float = Field(0.7, gt=0, lt=1)
+    init_image: str = Field(min_length=1)
+
+
+def render_error(err: SdgateError) -> JSONResponse:
+    """{status: "error", message, errors: {field: [messages]}} with the table's HTTP status."""
+    body = {"status": "error", "message": err.message}
+    if err.fields:
+        errors: dict[str, list[str]] = {}
+        for f in err.fields:
+            errors.setdefault(f.field, []).append(f.message)
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status_of(err))
+
+
+def render(result: GenerationResult) -> dict:
+    return {"images": [{"image_url": i.url, "mime_type": i.mime_type, "seed": i.seed}
+                       for i in result.images], "status": "success"}
+
+
+def _fit(w: int, h: int, limit: int = 1024) -> tuple[int, int]:
+    """An init image's size scaled down to fit the documented (0,1024] range."""
+    scale = min(1.0, limit / max(w, h))
+    return max(1, int(w * scale)), max(1, int(h * scale))
+
+
+router = APIRouter(route_class=dialect_route(render_error), tags=["seed 002: form API"])
+
+
+async def _authorised(request: Request) -> dict:
+    data = await read_fields(request)
+    check_key(request, header_key(request) or data.get("key"))
+    return data
+
+
+@router.post("/txt2img")
+async def txt2img(request: Request):
+    data = await _authorised(request)
+    req = validate(Txt2ImgRequest, data)
+    return render(await backend(request).generate(req.to_internal()))
+
+
+@router.post("/img2img")
+async def img2img(request: Request):
+    data = await _authorised(request)
+    req = validate(Img2ImgRequest, data)
+    max_px = request.app.state.settings.max_image_pixels
+    init = check_image(b64decode_strict(req.init_image, "init_image"), max_px, "init_image")
+    w, h = req.width, req.height
+    if w is None or h is None:
+        iw, ih = _fit(*open_image(init, max_px).size)
+        w, h = w or iw, h or ih
+    internal = req.model_copy(update={"width": w, "height": h}).to_internal(
+        Mode.img2img, strength=req.strength, init_image=init)
+    return render(await backend(request).generate(internal))

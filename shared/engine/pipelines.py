@@ -1,0 +1,129 @@
+"""Loading models into diffusers pipelines, kept warm in a bounded LRU cache keyed by model.
+
+img2img and inpaint pipelines are derived with `from_pipe`, sharing the loaded weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from shared.engine import samplers
+from shared.engine.registry import ModelInfo
+from shared.errors import GenerationFailed
+from shared.generation import Mode
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(want: str = "auto"):
+    """cuda + fp16 when a GPU is present (or asked for), else CPU + float32."""
+    import torch
+
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        return "cuda", torch.float16
+    return "cpu", torch.float32
+
+
+@dataclass
+class LoadedModel:
+    """One model's warm pipelines; `lock` serialises work on them."""
+
+    info: ModelInfo
+    pipe: object  # the text-to-image pipeline that owns the weights
+    native: int
+    load_seconds: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    derived: dict = field(default_factory=dict)  # Mode -> pipeline sharing pipe's weights
+    schedulers: dict = field(default_factory=dict)  # SamplerSpec -> scheduler
+    safety_checker: object = None  # detached; run only when a request asks for it
+    feature_extractor: object = None
+
+    def pipeline(self, mode: Mode):
+        """The pipeline for a mode, derived once from the loaded one without copying weights."""
+        if mode is Mode.txt2img:
+            return self.pipe
+        if mode not in self.derived:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+            auto = AutoPipelineForImage2Image if mode is Mode.img2img else AutoPipelineForInpainting
+            self.derived[mode] = auto.from_pipe(self.pipe)
+            self.derived[mode].set_progress_bar_config(disable=True)
+        return self.derived[mode]
+
+    def scheduler(self, spec: samplers.SamplerSpec | None):
+        """The scheduler for a sampler spec (the model's own for None), built once."""
+        if spec not in self.schedulers:
+            base = self.schedulers[None]
+            self.schedulers[spec] = samplers.build(spec, base.config)
+        return self.schedulers[spec]
+
+
+def load_pipeline(info: ModelInfo, device: str, dtype):
+    """Load a model folder with from_pretrained, or a single checkpoint with from_single_file."""
+    from diffusers import (AutoPipelineForText2Image, StableDiffusionPipeline,
+                           StableDiffusionXLPipeline)
+
+    if info.single_file:
+        cls = StableDiffusionXLPipeline if "xl" in info.name.lower() else StableDiffusionPipeline
+        pipe = cls.from_single_file(str(info.path), dtype=dtype)
+    else:
+        pipe = AutoPipelineForText2Image.from_pretrained(str(info.path), dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class PipelineCache:
+    """At most `capacity` models warm at once; the least recently used one is dropped."""
+
+    def __init__(self, device: str, dtype, capacity: int = 2, native_size=lambda info: 512):
+        self.device, self.dtype, self.capacity = device, dtype, capacity
+        self.native_size = native_size
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+        self.loads = 0  # how many times a model was loaded from disk (tests, benchmark)
+
+    def loaded(self) -> list[str]:
+        return list(self._models)
+
+    def get(self, info: ModelInfo) -> LoadedModel:
+        """The warm model, loading it (once, even under concurrent requests) if needed."""
+        with self._lock:
+            if info.name in self._models:
+                self._models.move_to_end(info.name)
+                return self._models[info.name]
+            gate = self._loading.setdefault(info.name, threading.Lock())
+        with gate:
+            with self._lock:
+                if info.name in self._models:
+                    return self._models[info.name]
+            loaded = self._load(info)
+            with self._lock:
+                self._models[info.name] = loaded
+                while len(self._models) > self.capacity:
+                    name, _ = self._models.popitem(last=False)
+                    log.info("unloaded model %s", name)
+                self._loading.pop(info.name, None)
+            return loaded
+
+    def _load(self, info: ModelInfo) -> LoadedModel:
+        t0 = time.perf_counter()
+        try:
+            pipe = load_pipeline(info, self.device, self.dtype)
+        except Exception as e:
+            raise GenerationFailed(f"could not load model {info.name!r}: {e}") from e
+        checker = getattr(pipe, "safety_checker", None)
+        extractor = getattr(pipe, "feature_extractor", None)
+        if checker is not None:
+            pipe.safety_checker = None
+        pipe.to(self.device)
+        self.loads += 1
+        loaded = LoadedModel(info, pipe, self.native_size(info), time.perf_counter() - t0,
+                             safety_checker=checker, feature_extractor=extractor)
+        loaded.schedulers[None] = pipe.scheduler
+        log.info("loaded model %s in %.2fs on %s", info.name, loaded.load_seconds, self.device)
+        return loaded

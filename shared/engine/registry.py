@@ -1,0 +1,121 @@
+"""The model registry: finds models by name in the models directory (and LoRAs, embeddings).
+
+Layout (the same locally and in the Modal weights volume):
+    <models_dir>/<name>/model_index.json       a diffusers folder
+    <models_dir>/<name>.safetensors            a single-file checkpoint
+    <models_dir>/Lora/<name>.safetensors       LoRA weights
+    <models_dir>/embeddings/<name>.safetensors textual-inversion embeddings (.pt/.bin too)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import ModelNotFound
+
+LORA_DIR = "Lora"
+EMBEDDINGS_DIR = "embeddings"
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model on disk."""
+
+    name: str
+    path: Path
+    single_file: bool
+    hash: str  # A1111-style short hash (10 hex digits)
+
+    @property
+    def title(self) -> str:
+        """A1111's checkpoint title: "name [hash]"."""
+        return f"{self.name} [{self.hash}]"
+
+
+def _short_hash(path: Path) -> str:
+    """A cheap, stable identity: sha256 of the configs (folders) or of the first MiB (files)."""
+    h = hashlib.sha256()
+    if path.is_dir():
+        for p in sorted(path.rglob("*.json")):
+            h.update(p.relative_to(path).as_posix().encode())
+            h.update(p.read_bytes())
+    else:
+        with path.open("rb") as f:
+            h.update(f.read(1 << 20))
+        h.update(str(path.stat().st_size).encode())
+    return h.hexdigest()[:10]
+
+
+class ModelRegistry:
+    """Lists models under a directory and resolves names, titles and hashes to ModelInfo."""
+
+    def __init__(self, models_dir: Path, default: str | None = None):
+        self.root = Path(models_dir)
+        self.default_name = default
+        self._lock = threading.Lock()
+        self._models: dict[str, ModelInfo] | None = None
+
+    def refresh(self) -> list[ModelInfo]:
+        """Rescan the directory."""
+        found: dict[str, ModelInfo] = {}
+        if self.root.is_dir():
+            for p in sorted(self.root.iterdir()):
+                if p.is_dir() and (p / "model_index.json").is_file():
+                    found[p.name] = ModelInfo(p.name, p, False, _short_hash(p))
+                elif p.is_file() and p.suffix in (".safetensors", ".ckpt"):
+                    found[p.stem] = ModelInfo(p.stem, p, True, _short_hash(p))
+        with self._lock:
+            self._models = found
+        return list(found.values())
+
+    def models(self) -> list[ModelInfo]:
+        """All models (scanning once on first use)."""
+        if self._models is None:
+            self.refresh()
+        return list(self._models.values())
+
+    def default(self) -> ModelInfo:
+        """The configured default model, else the first one found."""
+        models = self.models()
+        if self.default_name:
+            return self.resolve(self.default_name)
+        if not models:
+            raise ModelNotFound(f"no models found in {self.root}", param="model")
+        return models[0]
+
+    def resolve(self, name: str | None) -> ModelInfo:
+        """Find a model by name, A1111 title, file name or hash; None means the default."""
+        if not name:
+            return self.default()
+        want = name.strip()
+        for _ in range(2):  # a miss rescans once, so newly added weights are found
+            for m in self.models():
+                if want in (m.name, m.title, m.path.name, m.hash) or want.split(" [")[0] == m.name:
+                    return m
+            self.refresh()
+        names = ", ".join(m.name for m in self.models()) or "none"
+        raise ModelNotFound(f"Model not found: {name!r}; available: {names}", param="model")
+
+    def native_size(self, info: ModelInfo) -> int:
+        """The model's native image side in pixels (512 for SD1.5, 1024 for SDXL)."""
+        if info.single_file:
+            return 1024 if "xl" in info.name.lower() else 512
+        try:
+            cfg = json.loads((info.path / "unet" / "config.json").read_text())
+            vae = json.loads((info.path / "vae" / "config.json").read_text())
+            factor = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+            return int(cfg.get("sample_size", 64)) * factor
+        except (OSError, ValueError):
+            return 512
+
+    def extra_files(self, sub: str, suffixes=(".safetensors",)) -> dict[str, Path]:
+        """Files in a sub-folder (LoRAs, embeddings) by stem."""
+        d = self.root / sub
+        if not d.is_dir():
+            return {}
+        return {p.stem: p for p in sorted(d.iterdir()) if p.suffix in suffixes}

@@ -1,0 +1,91 @@
+"""A tiny random-weight Stable Diffusion pipeline built from the real diffusers classes.
+
+It draws noise, but it exercises the same `from_pretrained` path, 8x VAE latents, tokenizer and
+schedulers as real SD1.5 weights, fast enough to run on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TINY_NAME = "tiny-sd"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def build_tokenizer(out: Path):
+    """A CLIP tokenizer with a byte-level vocabulary and no merges, written to `out`."""
+    from transformers import CLIPTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    chars = list(_bytes_to_unicode().values())
+    vocab = {}
+    for c in chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]:
+        vocab.setdefault(c, len(vocab))
+    (out / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (out / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    # model_max_length=77 as in real SD, or encoding fails.
+    tok = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=77)
+    tok.save_pretrained(out)
+    return tok
+
+
+def build_components(seed: int = 0) -> dict:
+    """The pipeline components with random weights (diffusers' get_dummy_components style)."""
+    import tempfile
+
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+    )
+    # 4 blocks -> 8x spatial factor, like every real SD VAE.
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        block_out_channels=(8, 8, 16, 16), norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=512,
+    )
+    with tempfile.TemporaryDirectory() as d:
+        tokenizer = build_tokenizer(Path(d))
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    ))
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              skip_prk_steps=True, steps_offset=1)
+    return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                image_encoder=None)
+
+
+def write_tiny_model(out: Path, seed: int = 0) -> Path:
+    """Save the tiny pipeline to `out` with save_pretrained (diffusers layout)."""
+    from diffusers import StableDiffusionPipeline
+
+    out = Path(out)
+    pipe = StableDiffusionPipeline(**build_components(seed), requires_safety_checker=False)
+    pipe.save_pretrained(out, safe_serialization=True)
+    (out / "SDGATE_TINY").write_text("random weights: draws noise, for tests and local runs\n")
+    return out

@@ -1,0 +1,166 @@
+"""One error hierarchy for every API shape, and the one table of HTTP statuses.
+
+    SdgateError
+     +-- InvalidRequest            a request the user can fix
+     |    +-- ValidationFailed     one or more fields out of range / missing
+     |    +-- BadImage             not a PNG/JPEG/WebP, broken base64, too many pixels
+     |    +-- Unsupported          a feature sdgate refuses rather than ignores
+     +-- Unauthorized              missing or wrong API key
+     +-- NotFound
+     |    +-- ModelNotFound
+     |    +-- SamplerNotFound
+     |    +-- JobNotFound
+     +-- PayloadTooLarge           request body over the limit
+     +-- RateLimited               spam filter / quota
+     +-- StorageFailed             the upload did not happen; no URL is returned
+     +-- GenerationFailed          the engine broke; the user did nothing wrong
+     +-- Unavailable               overloaded or shutting down
+
+Dialects never pick statuses themselves: they render `status_of(err)` in their own envelope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class FieldError:
+    """One invalid field: its dotted location and a human message."""
+
+    field: str
+    message: str
+
+
+class SdgateError(Exception):
+    """Base of every error sdgate reports to a client."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, param: str | None = None,
+                 fields: list[FieldError] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.fields = fields or []
+
+
+class InvalidRequest(SdgateError):
+    """A request the user can fix."""
+
+    code = "invalid_request"
+
+
+class ValidationFailed(InvalidRequest):
+    """One or more fields are missing or out of range."""
+
+    code = "validation_error"
+
+
+class BadImage(InvalidRequest):
+    """An input image that is not a decodable, acceptable image."""
+
+    code = "invalid_image"
+
+
+class Unsupported(InvalidRequest):
+    """A feature sdgate does not offer here; refused, never silently ignored."""
+
+    code = "unsupported"
+
+
+class Unauthorized(SdgateError):
+    """Missing or wrong API key."""
+
+    code = "invalid_api_key"
+
+
+class NotFound(SdgateError):
+    """A named thing that does not exist."""
+
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """Unknown model / checkpoint name."""
+
+    code = "model_not_found"
+
+
+class SamplerNotFound(NotFound):
+    """Unknown sampler or scheduler name."""
+
+    code = "sampler_not_found"
+
+
+class JobNotFound(NotFound):
+    """Unknown job id."""
+
+    code = "job_not_found"
+
+
+class PayloadTooLarge(SdgateError):
+    """The request body is over the configured limit."""
+
+    code = "payload_too_large"
+
+
+class RateLimited(SdgateError):
+    """Too many requests, or the same request repeated too soon."""
+
+    code = "rate_limited"
+
+
+class StorageFailed(SdgateError):
+    """Uploading a result failed; the request fails rather than return a dead URL."""
+
+    code = "storage_error"
+
+
+class GenerationFailed(SdgateError):
+    """The engine failed for a reason that is not the user's."""
+
+    code = "generation_failed"
+
+
+class Unavailable(SdgateError):
+    """The service cannot take the request now."""
+
+    code = "unavailable"
+
+
+# The one status table: the most specific class listed wins (looked up along the MRO).
+STATUS: dict[type[SdgateError], int] = {
+    SdgateError: 500,
+    InvalidRequest: 400,
+    ValidationFailed: 422,
+    Unauthorized: 401,
+    NotFound: 404,
+    PayloadTooLarge: 413,
+    RateLimited: 429,
+    StorageFailed: 502,
+    GenerationFailed: 500,
+    Unavailable: 503,
+}
+
+
+def status_of(err: SdgateError) -> int:
+    """HTTP status for an error, from the one table."""
+    for cls in type(err).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def from_pydantic(exc, prefix: str = "") -> ValidationFailed:
+    """Turn a pydantic ValidationError (or FastAPI's) into ValidationFailed with per-field errors."""
+    fields = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "form")]
+        name = ".".join(loc) or "body"
+        msg = e.get("msg", "invalid value")
+        if e.get("type") == "missing":
+            msg = "field required"
+        fields.append(FieldError(prefix + name, msg))
+    summary = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
+    return ValidationFailed(summary, param=fields[0].field if fields else None, fields=fields)

@@ -1,0 +1,101 @@
+"""The one internal request and result that every API shape translates to and from.
+
+Only the engine (and the backend that uploads its output) sees these types; dialects build a
+GenerationRequest from their own request and render a GenerationResult into their own response.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# A1111 draws random seeds below this bound; we do the same everywhere.
+SEED_BOUND = 4294967294
+MAX_SEED = 2**64 - 1
+
+
+class Mode(str, enum.Enum):
+    """Which pipeline a request needs."""
+
+    txt2img = "txt2img"
+    img2img = "img2img"
+    inpaint = "inpaint"
+
+
+class OutputFormat(str, enum.Enum):
+    """Encoded image format of the results."""
+
+    png = "png"
+    jpeg = "jpeg"
+    webp = "webp"
+
+
+MIME = {OutputFormat.png: "image/png", OutputFormat.jpeg: "image/jpeg",
+        OutputFormat.webp: "image/webp"}
+
+
+class GenerationRequest(BaseModel):
+    """What to generate, in engine terms. Defaults live here and nowhere else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode = Mode.txt2img
+    model: str | None = None  # None: the configured default model
+    prompt: str
+    negative_prompt: str = ""
+    width: int = Field(512, ge=8, le=4096)
+    height: int = Field(512, ge=8, le=4096)
+    steps: int = Field(20, ge=1, le=500)
+    guidance: float = Field(7.0, ge=0.0, le=100.0)
+    sampler: str | None = None  # A1111 name or diffusers class name; None: the model's own
+    scheduler: str | None = None  # A1111 schedule type ("karras", "exponential", ...)
+    seed: int = Field(-1, ge=-1, le=MAX_SEED)  # -1: random
+    subseed: int = Field(-1, ge=-1, le=MAX_SEED)
+    subseed_strength: float = Field(0.0, ge=0.0, le=1.0)
+    num_images: int = Field(1, ge=1, le=64)
+    strength: float = Field(0.75, ge=0.0, le=1.0)  # img2img / inpaint denoising strength
+    init_image: bytes | None = None  # encoded image, already checked by shared.images
+    mask: bytes | None = None  # encoded image; white = repaint
+    clip_skip: int = Field(1, ge=1, le=12)
+    output_format: OutputFormat = OutputFormat.png
+    safety_checker: bool = False
+    # Free-form extras a dialect wants recorded in the image's infotext.
+    extra_params: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _images_for_mode(self):
+        if self.mode is not Mode.txt2img and self.init_image is None:
+            raise ValueError(f"{self.mode.value} needs an init image")
+        if self.mode is Mode.inpaint and self.mask is None:
+            raise ValueError("inpaint needs a mask")
+        return self
+
+    def resolved_seed(self) -> int:
+        """The seed to use: the request's, or a fresh random one below A1111's bound."""
+        return self.seed if self.seed != -1 else secrets.randbelow(SEED_BOUND)
+
+
+class GeneratedImage(BaseModel):
+    """One output image; `url` is set once it is stored."""
+
+    seed: int
+    data: bytes | None = None
+    mime_type: str = "image/png"
+    width: int
+    height: int
+    nsfw: bool = False
+    url: str | None = None
+    infotext: str = ""
+
+
+class GenerationResult(BaseModel):
+    """Everything a dialect needs to render a response."""
+
+    images: list[GeneratedImage]
+    model: str
+    seed: int  # the first image's seed
+    subseed: int = -1
+    timings: dict[str, float] = Field(default_factory=dict)  # seconds per phase
+    job_id: str = ""
