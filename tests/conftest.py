@@ -1,0 +1,146 @@
+"""Shared fixtures: the tiny model (built once), apps on it, a live server, and a real S3 server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+# boto3 must never reach a real AWS account from the tests.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A models folder holding the tiny random-weight pipeline as `tiny-sd`."""
+    from shared.engine.tiny import TINY_NAME, write_tiny_model
+
+    root = tmp_path_factory.mktemp("models")
+    write_tiny_model(root / TINY_NAME)
+    return root
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir):
+    """One warm engine for the whole session (loading is what we avoid paying per test)."""
+    from shared.engine import Engine
+    from shared.engine.registry import ModelRegistry
+
+    eng = Engine(ModelRegistry(models_dir))
+    eng.warm()
+    return eng
+
+
+@pytest.fixture
+def make_settings(models_dir, tmp_path):
+    """Settings for a test: tiny model, outputs under tmp_path, overrides as keywords."""
+    from shared.config import Settings
+
+    def make(**kw):
+        base = dict(models_dir=models_dir, output_dir=tmp_path / "outputs",
+                    public_url="http://testserver")
+        base.update(kw)
+        return Settings(_env_file=None, **base)
+
+    return make
+
+
+@pytest.fixture
+def make_app(engine, make_settings):
+    """An app on the shared engine; storage per the settings (local files unless a bucket)."""
+    from shared.app import create_app
+    from shared.backend import LocalBackend
+    from shared.storage import make_storage
+
+    def make(**kw):
+        settings = make_settings(**kw)
+        return create_app(settings, LocalBackend(engine, make_storage(settings)))
+
+    return make
+
+
+@pytest.fixture
+def client(make_app):
+    """A TestClient on an open app with local storage."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(make_app()) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(app, port: int | None = None):
+    """Serve an app with uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live_server(make_app):
+    """Start a real HTTP server on a free port: live_server(**settings) -> base URL."""
+    stack = []
+
+    def start(**kw):
+        port = free_port()
+        kw.setdefault("public_url", f"http://127.0.0.1:{port}")
+        cm = running(make_app(**kw), port)
+        url = cm.__enter__()
+        stack.append(cm)
+        return url
+
+    yield start
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server over real HTTP on 127.0.0.1 (a real S3 protocol endpoint)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh bucket on the test S3 server; yields (endpoint_url, bucket name)."""
+    import uuid
+
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
+    return s3_server, name
