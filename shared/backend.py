@@ -65,3 +65,8 @@ class LocalBackend:
 
     def native_size(self, model: str | None) -> int:
         return self.engine.native_size(model)
+
+    @property
+    def registry(self):
+        """The model registry (model lists), as RemoteBackend has one too."""
+        return self.engine.registry

@@ -51,6 +51,15 @@ class Engine:
         """Load a model now (start-up, Modal enter hooks)."""
         return self.cache.get(self.registry.resolve(model))
 
+    def to(self, device: str) -> None:
+        """Move warm models (and later loads) to `device`, keeping the dtype.
+
+        Modal's memory snapshot holds RAM only: weights are loaded with `to("cpu")` before the
+        snapshot and moved with `to("cuda")` after the restore.
+        """
+        self.device = device
+        self.cache.to(device)
+
     def native_size(self, model: str | None = None) -> int:
         """Native side in pixels of a model, without loading it."""
         return self.registry.native_size(self.registry.resolve(model))
