@@ -1,0 +1,57 @@
+# Deploy sdgate to Modal, from zero to a URL. docs/modal.md explains every step and setting.
+#
+#   make bucket  BUCKET=my-sdgate-images [REGION=us-east-1 | ENDPOINT=https://<id>.r2.cloudflarestorage.com]
+#   make secrets BUCKET=my-sdgate-images [...same options] SDGATE_API_KEYS=key1,key2
+#   make weights WEIGHTS="--model stable-diffusion-v1-5/stable-diffusion-v1-5"
+#   make deploy  [DEFAULT_MODEL=stable-diffusion-v1-5] [SDGATE_GPU=L40S ...]
+
+PYTHON ?= python
+MODAL ?= modal
+BUCKET ?=
+REGION ?=
+ENDPOINT ?=
+PREFIX ?= sdgate/
+EXPIRE_DAYS ?= 30
+ACCESS ?= --private
+PUBLIC_URL ?=
+WEIGHTS ?=
+DEFAULT_MODEL ?=
+
+.PHONY: help need-bucket bucket secrets weights deploy test
+
+help:
+	@sed -n '1,8p' Makefile
+
+need-bucket:
+	@test -n "$(BUCKET)" || { echo "set BUCKET=<bucket name>"; exit 2; }
+
+# Create the output bucket if missing; expiry, CORS and access as asked. Safe to re-run.
+bucket: need-bucket
+	$(PYTHON) -m infra.bucket --bucket $(BUCKET) --prefix $(PREFIX) --expire-days $(EXPIRE_DAYS) \
+		$(if $(REGION),--region $(REGION)) $(if $(ENDPOINT),--endpoint-url $(ENDPOINT)) $(ACCESS)
+
+# The two Modal secrets, from this shell's AWS_* variables and SDGATE_API_KEYS (overwritten).
+secrets: need-bucket
+	@test -n "$$AWS_ACCESS_KEY_ID" -a -n "$$AWS_SECRET_ACCESS_KEY" || \
+		{ echo "export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY first"; exit 2; }
+	@test -n "$$SDGATE_API_KEYS" -o "$$SDGATE_ALLOW_OPEN" = 1 || \
+		{ echo "set SDGATE_API_KEYS=k1,k2 (or SDGATE_ALLOW_OPEN=1 to serve anyone)"; exit 2; }
+	$(MODAL) secret create --force sdgate-s3 \
+		AWS_ACCESS_KEY_ID="$$AWS_ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$$AWS_SECRET_ACCESS_KEY" \
+		SDGATE_S3_BUCKET=$(BUCKET) SDGATE_S3_PREFIX=$(PREFIX) \
+		$(if $(REGION),SDGATE_S3_REGION=$(REGION)) $(if $(ENDPOINT),SDGATE_S3_ENDPOINT_URL=$(ENDPOINT)) \
+		$(if $(PUBLIC_URL),SDGATE_S3_PUBLIC_URL=$(PUBLIC_URL))
+	$(MODAL) secret create --force sdgate-api \
+		SDGATE_API_KEYS="$$SDGATE_API_KEYS" SDGATE_ALLOW_OPEN="$${SDGATE_ALLOW_OPEN:-0}"
+
+# Fill the weights volume (runs on Modal; re-runs fetch only what is missing).
+weights:
+	@test -n '$(WEIGHTS)' || { echo 'set WEIGHTS="--model OWNER/REPO [--lora NAME=URL ...]"'; exit 2; }
+	$(MODAL) run -m functions.weights $(WEIGHTS)
+
+# Deploy the GPU class and the web endpoint; Modal prints the URL (https://<workspace>--sdgate-web.modal.run).
+deploy:
+	$(if $(DEFAULT_MODEL),SDGATE_DEFAULT_MODEL=$(DEFAULT_MODEL)) $(MODAL) deploy -m functions.web
+
+test:
+	$(PYTHON) -m pytest -q
