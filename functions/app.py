@@ -33,7 +33,7 @@ CPU_PACKAGES = [
     "python-multipart==0.0.34",
 ]
 
-# PyPI's Linux torch wheel is the CUDA build; diffusers' version is the one the engine is written for.
+# PyPI's Linux torch wheel is the CUDA build; diffusers is the version the engine is written for.
 GPU_PACKAGES = [
     "accelerate==1.15.0",
     "diffusers==0.42.1",

@@ -1,9 +1,11 @@
-"""The GPU class: warm pipelines restored from a memory snapshot, one method that generates and uploads.
+"""The GPU class: warm pipelines restored from a memory snapshot; one method generates, uploads.
 
 It takes the internal GenerationRequest (never a dialect), runs shared's LocalBackend next to the
 GPU, uploads the images to the bucket from here and returns URLs and metadata; image bytes travel
 back only when the API shape needs base64 (`keep_bytes`).
 """
+
+import logging
 
 import modal
 
@@ -16,7 +18,10 @@ with gpu_image.imports():
     from shared.deploy import require_bucket
     from shared.engine import Engine
     from shared.engine.registry import ModelRegistry
+    from shared.errors import ModelNotFound
     from shared.storage import make_storage
+
+log = logging.getLogger("sdgate.generator")
 
 
 # Scale to zero by default (docs/modal.md prices each knob). The memory snapshot makes a cold
@@ -39,23 +44,30 @@ with gpu_image.imports():
 class Generator:
     @modal.enter(snap=True)
     def load(self):
-        """Before the snapshot: read settings, load the default model (into RAM unless GPU snapshot)."""
-        self.settings = Settings()
-        registry = ModelRegistry(self.settings.models_dir, self.settings.default_model)
-        self.engine = Engine(registry, self.settings.device, self.settings.max_loaded_models,
-                             self.settings.max_image_pixels)
+        """Before the snapshot: load the default model (into RAM, unless GPU snapshot)."""
+        settings = Settings()
+        registry = ModelRegistry(settings.models_dir, settings.default_model)
+        self.engine = Engine(registry, settings.device, settings.max_loaded_models,
+                             settings.max_image_pixels)
         self.device = self.engine.device
         if not config.gpu_snapshot:
             self.engine.to("cpu")  # no GPU before a CPU memory snapshot: stage weights in RAM
-        self.engine.warm(self.settings.default_model)
+        try:
+            self.engine.warm(settings.default_model)
+        except ModelNotFound as e:
+            # Start anyway: a container that fails to start is restarted in a loop, billed, and
+            # tells the caller nothing; a request gets this error in its own API's envelope.
+            log.warning("no model warmed: %s", e.message)
 
     @modal.enter(snap=False)
     def start(self):
-        """After the restore: weights onto the GPU, and a fresh S3 client (no sockets in snapshots)."""
+        """After the restore: weights onto the GPU, then storage from the settings as they are now
+        (a snapshot outlives secret updates) with a fresh S3 client (no sockets in snapshots)."""
         self.engine.to(self.device)
+        settings = Settings()
         if not modal.is_local():
-            require_bucket(self.settings)
-        self.backend = LocalBackend(self.engine, make_storage(self.settings))
+            require_bucket(settings)
+        self.backend = LocalBackend(self.engine, make_storage(settings))
 
     @modal.method()
     def generate(self, req: GenerationRequest, job_id: str,

@@ -12,7 +12,7 @@ from shared.generation import GenerationRequest, GenerationResult
 
 
 class SpawnLauncher:
-    """Jobs on Modal: `.spawn()` the GPU method; its FunctionCall id finds the run from any container."""
+    """Jobs on Modal: `.spawn()` the GPU method; its FunctionCall id finds the run anywhere."""
 
     def __init__(self, method):
         self.method = method

@@ -1,4 +1,4 @@
-"""`modal run -m functions.weights ...`: fill the weights volume once; a re-run fetches only what is missing.
+"""`modal run -m functions.weights ...`: fill the weights volume; a re-run fetches what is missing.
 
     modal run -m functions.weights --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --lora detail=https://example.com/add_detail.safetensors

@@ -192,7 +192,8 @@ def fetch_repo(item: Item, dest: Path, log: Callable[[str], None]) -> None:
 
 
 def fill(root: Path, items: Iterable[Item], force: bool = False,
-         log: Callable[[str], None] = print, commit: Callable[[], None] = lambda: None) -> list[str]:
+         log: Callable[[str], None] = print,
+         commit: Callable[[], None] = lambda: None) -> list[str]:
     """Fetch every item not yet in place; one line per item. Raises if any item failed."""
     root = Path(root)
     lines, failed = [], []

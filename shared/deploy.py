@@ -50,10 +50,8 @@ class DeployConfig(BaseSettings):
         """Environment for the containers: these knobs, plus runtime SDGATE_* settings given at
         deploy time (SDGATE_DEFAULT_MODEL, ...), never the API keys (those live in a Secret)."""
         env = {f"SDGATE_{k.upper()}": str(v) for k, v in self.model_dump().items()}
-        for key, value in environ.items():
-            name = key.removeprefix("SDGATE_").lower()
-            if key.startswith("SDGATE_") and name in Settings.model_fields and key not in NOT_PASSED:
-                env[key] = value
+        passed = {f"SDGATE_{name.upper()}" for name in Settings.model_fields} - NOT_PASSED
+        env.update({k: v for k, v in environ.items() if k in passed})
         return env
 
 

@@ -54,6 +54,14 @@ def test_engine_errors_cross_as_themselves(gpu_env):
         Generator().generate.local(GenerationRequest(model="nope", **TINY), "job-x")
 
 
+def test_starts_with_an_empty_volume_and_says_why_per_request(gpu_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("SDGATE_MODELS_DIR", str(tmp_path))
+    generator = Generator()
+    assert generator.loaded.local() == []
+    with pytest.raises(ModelNotFound, match="no models found"):
+        generator.generate.local(GenerationRequest(**TINY), "job-y")
+
+
 def test_snapshot_phase_stages_weights_in_ram_at_the_gpu_dtype(gpu_env, monkeypatch):
     """Before a CPU memory snapshot there is no GPU: the load hook keeps the GPU's fp16 dtype but
     places the weights on the CPU, and remembers where they must go after the restore."""

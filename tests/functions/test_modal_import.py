@@ -1,4 +1,4 @@
-"""Every module of functions/ imports with no Modal credentials and no GPU (as `modal deploy` does)."""
+"""Every module of functions/ imports with no Modal credentials and no GPU, as on `modal deploy`."""
 
 import json
 import os

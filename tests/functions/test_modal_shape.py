@@ -1,4 +1,4 @@
-"""The deployment's shape, read from the Modal objects themselves (what `modal deploy` would send)."""
+"""The deployment's shape, read from the Modal objects (what `modal deploy` would send)."""
 
 import json
 import os
@@ -88,7 +88,8 @@ from tests.functions.test_modal_shape import definition
 from functions.generator import Generator
 from functions.web import web
 g, w = definition(Generator), definition(web)
-print(json.dumps({"gpu": g["info"].gpus, "min": g["min_containers"], "buffer": g["buffer_containers"],
+print(json.dumps({"gpu": g["info"].gpus, "min": g["min_containers"],
+                  "buffer": g["buffer_containers"],
                   "snap": g["experimental_options"], "web_min": w["min_containers"]}))
 """
 

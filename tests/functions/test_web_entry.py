@@ -1,4 +1,4 @@
-"""The deployed web entrypoint builds shared's app, and refuses to start open or without a bucket."""
+"""The deployed web entrypoint builds shared's app; it refuses to start open or bucketless."""
 
 import pytest
 from fastapi.testclient import TestClient
