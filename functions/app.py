@@ -53,9 +53,11 @@ serving_env = {**config.container_env(), "SDGATE_MODELS_DIR": MODELS_DIR, "HF_HU
 
 web_image = base_image.env(serving_env).add_local_python_source("shared", "functions")
 
+# One-file checkpoints need their family's configs: the weights filler caches them on the volume
+# (infra/weights.py HF_CACHE) and the GPU containers read them there, offline.
 gpu_image = (
     base_image.uv_pip_install(*GPU_PACKAGES)
-    .env({**serving_env, "SDGATE_DEVICE": "cuda"})
+    .env({**serving_env, "SDGATE_DEVICE": "cuda", "HF_HUB_CACHE": f"{MODELS_DIR}/.hf-cache"})
     .add_local_python_source("shared", "functions")
 )
 

@@ -12,6 +12,8 @@ import modal
 from functions.app import MODELS_DIR, app, config, gpu_image, s3_secret, weights_volume
 from shared.generation import GenerationRequest, GenerationResult
 
+# What only the GPU container runs; none of it imports torch at module level, so the web
+# container (which imports this module for the class handle) needs no torch either.
 with gpu_image.imports():
     from shared.backend import LocalBackend
     from shared.config import Settings

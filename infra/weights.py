@@ -29,6 +29,18 @@ from urllib.parse import urlsplit
 from shared.engine.registry import EMBEDDINGS_DIR, LORA_DIR
 
 STAGING = ".staging"
+HF_CACHE = ".hf-cache"  # the GPU image's HF_HUB_CACHE, read offline
+# diffusers' from_single_file reads the configs of its family's reference repo
+# (DIFFUSERS_DEFAULT_PIPELINE_PATHS in diffusers/loaders/single_file_utils.py). The GPU containers
+# run offline, so filling a one-file checkpoint also caches those configs (a few hundred KB).
+BASE_CONFIG_REPOS = (
+    "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "stable-diffusion-v1-5/stable-diffusion-inpainting",
+    "stabilityai/stable-diffusion-xl-base-1.0",
+    "stabilityai/stable-diffusion-xl-refiner-1.0",
+    "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+)
+BASE_CONFIG_PATTERNS = ["**/*.json", "*.json", "*.txt", "**/*.txt", "**/*.model"]
 FOLDERS = {"model": "", "checkpoint": "", "lora": LORA_DIR, "embedding": EMBEDDINGS_DIR}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)=(.+)$")
@@ -191,12 +203,27 @@ def fetch_repo(item: Item, dest: Path, log: Callable[[str], None]) -> None:
     shutil.rmtree(dest / ".cache", ignore_errors=True)  # HF's resume bookkeeping
 
 
+def cache_base_configs(root: Path, log: Callable[[str], None]) -> None:
+    """The reference configs one-file checkpoints load with; a missing family only warns."""
+    from huggingface_hub import snapshot_download
+
+    for repo in BASE_CONFIG_REPOS:
+        try:
+            snapshot_download(repo, cache_dir=root / HF_CACHE,
+                              allow_patterns=BASE_CONFIG_PATTERNS)
+        except Exception as e:
+            log(f"warning: configs of {repo} not cached ({type(e).__name__}); one-file "
+                "checkpoints of that family will not load")
+
+
 def fill(root: Path, items: Iterable[Item], force: bool = False,
          log: Callable[[str], None] = print,
          commit: Callable[[], None] = lambda: None) -> list[str]:
     """Fetch every item not yet in place; one line per item. Raises if any item failed."""
-    root = Path(root)
+    root, items = Path(root), list(items)
     lines, failed = [], []
+    if any(item.kind == "checkpoint" for item in items):
+        cache_base_configs(root, log)
     for item in items:
         label = f"{item.kind} {item.name}"
         target = item.target(root)
