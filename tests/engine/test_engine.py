@@ -147,3 +147,12 @@ def test_tiny_model_layout(models_dir):
     assert index["_class_name"] == "StableDiffusionPipeline"
     vae = json.loads((models_dir / "tiny-sd" / "vae" / "config.json").read_text())
     assert len(vae["block_out_channels"]) == 4  # 8x latents, like real SD
+
+
+def test_subseed_variation(engine):
+    base = engine.generate(GenerationRequest(**SMALL, seed=8))
+    same = engine.generate(GenerationRequest(**SMALL, seed=8, subseed=99, subseed_strength=0.0))
+    varied = engine.generate(GenerationRequest(**SMALL, seed=8, subseed=99, subseed_strength=0.3))
+    assert base.images[0].data == same.images[0].data != varied.images[0].data
+    rand = engine.generate(GenerationRequest(**SMALL, seed=8, subseed_strength=0.3))
+    assert rand.subseed != 8 and "Variation seed strength: 0.3" in rand.images[0].infotext
