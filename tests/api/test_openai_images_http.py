@@ -1,4 +1,4 @@
-"""OpenAI Images over HTTP on the tiny model: what reaches the engine, and every refusal's envelope."""
+"""OpenAI Images over HTTP on the tiny model: what reaches the engine, each refusal's envelope."""
 
 from __future__ import annotations
 

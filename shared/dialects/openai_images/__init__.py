@@ -1,4 +1,4 @@
-"""OpenAI Images API (`/v1/images/generations`, `/edits`, `/variations`) for the official clients."""
+"""The OpenAI Images API (`/v1/images/generations`, `/edits`, `/variations`) for its clients."""
 
 from shared.dialects.openai_images.router import router
 

@@ -39,7 +39,8 @@ ResponseFormat = Literal["url", "b64_json"]
 OutputFormatName = Literal["png", "jpeg", "webp", "gif", "svg"]
 
 
-def _invalid(param: str, message: str) -> ValidationFailed:
+def invalid_field(param: str, message: str) -> ValidationFailed:
+    """A 400-class error about one field."""
     return ValidationFailed(message, param=param, fields=[FieldError(param, message)])
 
 
@@ -56,13 +57,13 @@ def parse_size(size: str | None, auto: tuple[int, int]) -> tuple[int, int]:
         return auto
     m = _SIZE.match(size)
     if not m:
-        raise _invalid("size", f"Invalid size {size!r}: use 'auto' or 'WIDTHxHEIGHT' "
-                               "such as '512x512' or '1024x1024'")
+        raise invalid_field("size", f"Invalid size {size!r}: use 'auto' or 'WIDTHxHEIGHT' "
+                                    "such as '512x512' or '1024x1024'")
     w, h = int(m[1]), int(m[2])
     for side in (w, h):
         if not MIN_SIDE <= side <= MAX_SIDE or side % 8:
-            raise _invalid("size", f"Invalid size {size!r}: width and height must be multiples "
-                                   f"of 8 between {MIN_SIDE} and {MAX_SIDE}")
+            raise invalid_field("size", f"Invalid size {size!r}: width and height must be "
+                                        f"multiples of 8 between {MIN_SIDE} and {MAX_SIDE}")
     return w, h
 
 

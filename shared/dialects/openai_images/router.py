@@ -13,9 +13,8 @@ from shared.dialects.base import (backend, check_key, dialect_route, header_key,
 from shared.dialects.openai_images.masks import edit_mask
 from shared.dialects.openai_images.protocol import (ImageEditRequest, ImageGenerateRequest,
                                                     ImageVariationRequest, ResponseFormat,
-                                                    sdgate_model)
-from shared.errors import (BadImage, FieldError, SdgateError, Unsupported, ValidationFailed,
-                           status_of)
+                                                    invalid_field, sdgate_model)
+from shared.errors import BadImage, SdgateError, Unsupported, status_of
 from shared.generation import GenerationRequest
 from shared.images import open_image
 
@@ -53,8 +52,7 @@ router = APIRouter(route_class=dialect_route(render_error), tags=["OpenAI Images
 
 def _file(value, field: str) -> bytes:
     if value is None:
-        msg = "field required"
-        raise ValidationFailed(f"{field}: {msg}", param=field, fields=[FieldError(field, msg)])
+        raise invalid_field(field, f"{field}: field required")
     if not isinstance(value, bytes):
         raise BadImage(f"{field}: upload the image as a multipart/form-data file", param=field)
     return value
