@@ -52,6 +52,14 @@ def test_generate_urls(oai):
         assert url_png(item).size == (64, 64)
 
 
+def test_generate_urls_from_object_storage(oai, s3_bucket):
+    endpoint, bucket = s3_bucket
+    client = oai(s3_bucket=bucket, s3_endpoint_url=endpoint)
+    out = client.images.generate(prompt="a lighthouse", size="64x64", quality="low")
+    assert out.data[0].url.startswith(endpoint)  # a presigned GET on the S3 server
+    assert url_png(out.data[0]).size == (64, 64)
+
+
 def test_generate_b64_json(oai):
     client = oai()
     out = client.images.generate(model="tiny-sd", prompt="a lighthouse", size="72x64",
