@@ -59,10 +59,9 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = Field(20.0, gt=0)
     fetch_max_redirects: int = Field(5, ge=0, le=20)
 
-    # Features of the ModelsLab shape that need configuration
+    # ModelsLab's enhance_prompt: these terms are appended to the prompt
     enhance_prompt_suffix: str = ("highly detailed, sharp focus, intricate details, "
                                   "professional lighting, best quality")
-    upscaler_model: str | None = None  # a latent x2 upscaler folder name in models_dir
 
     def private_host_allowlist(self) -> set[str]:
         """`allowed_private_hosts` as a set of "ip:port" strings."""

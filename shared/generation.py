@@ -52,6 +52,16 @@ MIME = {OutputFormat.png: "image/png", OutputFormat.jpeg: "image/jpeg",
         OutputFormat.webp: "image/webp"}
 
 
+class LoraRef(BaseModel):
+    """One LoRA to apply: a file stem under <models_dir>/Lora and its multipliers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=-10.0, le=10.0)  # text encoder, and UNet unless unet_weight
+    unet_weight: float | None = Field(None, ge=-10.0, le=10.0)
+
+
 class GenerationRequest(BaseModel):
     """What to generate, in engine terms. Defaults live here and nowhere else."""
 
@@ -79,6 +89,7 @@ class GenerationRequest(BaseModel):
     safety_checker: bool = False
     safety_checker_type: NsfwAction = NsfwAction.black
     variant: Variant | None = None  # txt2img only
+    loras: list[LoraRef] = Field(default_factory=list)  # besides <lora:name:w> prompt tags
     # Free-form extras a dialect wants recorded in the image's infotext.
     extra_params: dict[str, str] = Field(default_factory=dict)
 

@@ -127,10 +127,10 @@ def test_variants_and_refusals():
     req = parse(Text2ImgRequest, {"prompt": "a cat", "multi_lingual": "yes", "upscale": "yes",
                                   "tomesd": "yes", "vae": "x", "panorama": "yes",
                                   "self_attention": "yes"})
-    refused = {f.field for f in req.refusals(upscaler=None)}
+    refused = {f.field for f in req.refusals()}
     assert refused == {"multi_lingual", "upscale", "tomesd", "vae", "panorama"}
     img = parse(Img2ImgRequest, {"prompt": "a", "init_image": "x", "panorama": "yes"})
-    assert [f.field for f in img.refusals(None)] == ["panorama"]
+    assert [f.field for f in img.refusals()] == ["panorama"]
 
 
 def test_error_bodies_are_the_seeds():
@@ -163,3 +163,24 @@ def test_spam_filter_refuses_the_same_body_within_the_window():
     spam.check({"key": "k", "prompt": "a dog"}, now=110.0)
     spam.check(body, now=131.0)  # the window has passed
     SpamFilter(0).check(body) or SpamFilter(0).check(body)  # 0 turns it off
+
+
+@pytest.mark.parametrize("body,expected", [
+    ({"lora_model": "more_details"}, [("more_details", 1.0)]),
+    ({"lora_model": "more_details, anime", "lora_strength": "0.6"},
+     [("more_details", 0.6), ("anime", 0.6)]),
+    ({"lora_model": "a,b", "lora_strength": "0.5,0.9"}, [("a", 0.5), ("b", 0.9)]),
+    ({"lora_model": "a", "lora_strength": 0.7}, [("a", 0.7)]),
+    ({"lora_model": None, "lora_strength": "0.7"}, []),
+])
+def test_lora_model_becomes_lora_refs(body, expected):
+    req = parse(Text2ImgRequest, {"prompt": "a cat", **body})
+    assert [(r.name, r.weight) for r in req.to_internal(None, "").loras] == expected
+
+
+@pytest.mark.parametrize("strength", ["0.5,0.6,0.7", "strong", "50"])
+def test_bad_lora_strength_is_a_field_error(strength):
+    req = parse(Text2ImgRequest, {"prompt": "a", "lora_model": "a,b", "lora_strength": strength})
+    with pytest.raises(ValidationFailed) as e:
+        req.loras()
+    assert list(render.error_body(e.value)["message"]) == ["lora_strength"]

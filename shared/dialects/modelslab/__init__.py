@@ -103,7 +103,7 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
     req = parse(model_cls, data)
     if version == "v4" and not req.model_id:
         raise ModelNotFound("Model id not found", param="model_id")
-    refuse(req.refusals(settings.upscaler_model))
+    refuse(req.refusals())
     be = backend(request)
     be.native_size(req.model_id)  # an unknown model_id fails now, not in the background
     guard = Guard.from_settings(settings)

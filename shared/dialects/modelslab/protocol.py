@@ -16,7 +16,8 @@ from pydantic_core import PydanticUseDefault
 
 from shared.engine import samplers
 from shared.errors import FieldError, SamplerNotFound, Unsupported, ValidationFailed
-from shared.generation import (SEED_BOUND, GenerationRequest, Mode, NsfwAction, Variant)
+from shared.generation import (SEED_BOUND, GenerationRequest, LoraRef, Mode, NsfwAction,
+                                Variant)
 
 MAX_SIDE = 1024
 MAX_SAMPLES = 4
@@ -80,7 +81,7 @@ class Text2ImgRequest(BaseModel):
     upscale: Switch = False
     embeddings_model: Annotated[str | None, Blank] = None
     lora_model: Annotated[str | None, Blank] = None  # comma-separated
-    lora_strength: Annotated[str | None, Blank] = None  # one value, or one per LoRA
+    lora_strength: Annotated[str | float | None, Blank] = None  # one value, or one per LoRA
     scheduler: Annotated[str | None, Blank] = None  # a diffusers class name
     use_karras_sigmas: Switch = True
     algorithm_type: Annotated[str | None, Blank] = None
@@ -93,18 +94,16 @@ class Text2ImgRequest(BaseModel):
 
     mode: ClassVar[Mode] = Mode.txt2img
 
-    def refusals(self, upscaler: str | None) -> list[FieldError]:
+    def refusals(self) -> list[FieldError]:
         """Switches sdgate cannot honour here: refused, never silently ignored."""
         out = []
         if self.multi_lingual:
             out.append(FieldError("multi_lingual", "Translating prompts needs a translation "
                                   "model, which sdgate does not ship; send prompts in English "
                                   "with multi_lingual \"no\"."))
-        if self.upscale and not upscaler:
-            out.append(FieldError("upscale", "No upscaler model is configured on this server "
-                                  "(SDGATE_UPSCALER_MODEL); send upscale \"no\"."))
-        elif self.upscale:
-            out.append(FieldError("upscale", "Upscaling is not available in this version."))
+        if self.upscale:
+            out.append(FieldError("upscale", "Upscaling needs an upscaler model, which this "
+                                  "server does not have; send upscale \"no\"."))
         if self.tomesd:
             out.append(FieldError("tomesd", "Token merging (tomesd) does not support this "
                                   "server's diffusers version; send tomesd \"no\"."))
@@ -138,6 +137,24 @@ class Text2ImgRequest(BaseModel):
                 "scheduler", "The selected scheduler is invalid.")]) from e
         return name, schedule
 
+    def loras(self) -> list[LoraRef]:
+        """lora_model "a,b" with lora_strength "0.6" (for all) or "0.6,0.9" (one each)."""
+        names = [n.strip() for n in (self.lora_model or "").split(",") if n.strip()]
+        if not names:
+            return []
+        raw = str(self.lora_strength) if self.lora_strength is not None else "1"
+        try:
+            weights = [float(w) for w in raw.split(",") if w.strip()]
+        except ValueError:
+            weights = []
+        if len(weights) == 1:
+            weights *= len(names)
+        if len(weights) != len(names) or not all(-10 <= w <= 10 for w in weights):
+            raise ValidationFailed("lora_strength", fields=[FieldError(
+                "lora_strength", "The lora strength must be one number, or one per lora model "
+                "(comma-separated), each between -10 and 10.")])
+        return [LoraRef(name=n, weight=w) for n, w in zip(names, weights)]
+
     def effective_prompt(self, enhance_suffix: str) -> str:
         """The prompt the engine gets: enhance_prompt appends sdgate's fixed quality terms."""
         if self.enhance_prompt and enhance_suffix:
@@ -158,6 +175,7 @@ class Text2ImgRequest(BaseModel):
                 scheduler=schedule, seed=seed, num_images=self.samples,
                 clip_skip=self.clip_skip, safety_checker=self.safety_checker,
                 safety_checker_type=self.safety_checker_type, variant=variant,
+                loras=self.loras(),
                 strength=getattr(self, "strength", 0.75), **images)
         except ValidationError as e:
             raise ValidationFailed("invalid request", fields=laravel_errors(e)) from e
