@@ -26,10 +26,14 @@ class Stuck:
         return 512
 
 
-def app_with(make_settings, backend, **kw):
+def stuck_app(make_settings, engine, **kw):
+    """An app whose jobs never finish by themselves, with local storage from the settings."""
     from shared.app import create_app
+    from shared.backend import LocalBackend
+    from shared.storage import make_storage
 
-    return create_app(make_settings(**kw), backend)
+    settings = make_settings(**kw)
+    return create_app(settings, Stuck(LocalBackend(engine, make_storage(settings))))
 
 
 def test_sqlite_store_round_trip(tmp_path):
@@ -51,12 +55,7 @@ def test_internal_request_survives_json():
 
 
 def test_restart_between_submit_and_fetch_loses_no_job(make_settings, engine, make_app):
-    from shared.backend import LocalBackend
-    from shared.storage import make_storage
-
-    settings = make_settings(sync_wait_seconds=0)
-    real = LocalBackend(engine, make_storage(settings))
-    with TestClient(app_with(make_settings, Stuck(real), sync_wait_seconds=0)) as first:
+    with TestClient(stuck_app(make_settings, engine, sync_wait_seconds=0)) as first:
         out = first.post("/api/v3/text2img", json={"prompt": "survive", "samples": "2",
                                                    **SMALL}).json()
         assert out["status"] == "processing"
@@ -69,13 +68,8 @@ def test_restart_between_submit_and_fetch_loses_no_job(make_settings, engine, ma
 
 
 def test_fetch_fails_a_job_past_its_deadline(make_settings, engine):
-    from shared.backend import LocalBackend
-    from shared.storage import make_storage
-
-    settings = make_settings()
-    stuck = Stuck(LocalBackend(engine, make_storage(settings)))
-    with TestClient(app_with(make_settings, stuck, sync_wait_seconds=0,
-                             job_timeout_seconds=0.2)) as c:
+    with TestClient(stuck_app(make_settings, engine, sync_wait_seconds=0,
+                              job_timeout_seconds=0.2)) as c:
         out = c.post("/api/v3/text2img", json={"prompt": "hang", **SMALL}).json()
         assert out["status"] == "processing"
         time.sleep(0.3)  # past the deadline
@@ -98,14 +92,10 @@ def test_start_fails_overdue_jobs_and_tells_their_webhook(make_app, make_setting
 
 
 def test_watchdog_fails_overdue_jobs_without_a_fetch(make_settings, engine):
-    from shared.backend import LocalBackend
     from shared.jobrunner import WATCHDOG_SECONDS
-    from shared.storage import make_storage
 
-    settings = make_settings()
-    stuck = Stuck(LocalBackend(engine, make_storage(settings)))
-    with TestClient(app_with(make_settings, stuck, sync_wait_seconds=0,
-                             job_timeout_seconds=0.1)) as c:
+    with TestClient(stuck_app(make_settings, engine, sync_wait_seconds=0,
+                              job_timeout_seconds=0.1)) as c:
         out = c.post("/api/v3/text2img", json={"prompt": "hang", **SMALL}).json()
         store = c.app.state.jobs.store
         for _ in range(100):

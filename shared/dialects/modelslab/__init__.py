@@ -143,55 +143,40 @@ async def _fetch(request: Request, job_id: str | None) -> dict:
     return job_body(job)
 
 
-# -- routes, one block ---------------------------------------------------------------------------
-@router.post("/api/v3/text2img")
-async def v3_text2img(request: Request):
-    return await _generate(request, Text2ImgRequest, "v3")
+def _generator(model_cls: type[Text2ImgRequest], version: str):
+    async def endpoint(request: Request):
+        return await _generate(request, model_cls, version)
+    endpoint.__name__ = f"{version}_{model_cls.mode.value}"
+    return endpoint
 
 
-@router.post("/api/v3/img2img")
-async def v3_img2img(request: Request):
-    return await _generate(request, Img2ImgRequest, "v3")
-
-
-@router.post("/api/v3/inpaint")
-async def v3_inpaint(request: Request):
-    return await _generate(request, InpaintRequest, "v3")
-
-
-@router.post("/api/v3/fetch/{job_id}")
-async def v3_fetch(request: Request, job_id: str):
+async def fetch_by_path(request: Request, job_id: str):
     return await _fetch(request, job_id)
 
 
-@router.post("/api/v3/system_load")
-async def v3_system_load(request: Request):
+async def fetch_by_body(request: Request):
+    return await _fetch(request, None)
+
+
+async def system_load(request: Request):
     await _authorised(request)
     runner = request.app.state.jobs
     queue = runner.queue()
     return {"queue_num": queue, "queue_time": runner.eta() if queue else 0, "status": "ok"}
 
 
-@router.post("/api/v4/dreambooth")
-async def v4_text2img(request: Request):
-    return await _generate(request, Text2ImgRequest, "v4")
-
-
-@router.post("/api/v4/dreambooth/img2img")
-async def v4_img2img(request: Request):
-    return await _generate(request, Img2ImgRequest, "v4")
-
-
-@router.post("/api/v4/dreambooth/inpaint")
-async def v4_inpaint(request: Request):
-    return await _generate(request, InpaintRequest, "v4")
-
-
-@router.post("/api/v4/dreambooth/fetch")
-async def v4_fetch(request: Request):
-    return await _fetch(request, None)
-
-
-@router.post("/api/v4/dreambooth/fetch/{job_id}")
-async def v4_fetch_path(request: Request, job_id: str):
-    return await _fetch(request, job_id)
+# -- routes, one block (all POST, as upstream) ---------------------------------------------------
+ROUTES = [
+    ("/api/v3/text2img", _generator(Text2ImgRequest, "v3")),
+    ("/api/v3/img2img", _generator(Img2ImgRequest, "v3")),
+    ("/api/v3/inpaint", _generator(InpaintRequest, "v3")),
+    ("/api/v3/fetch/{job_id}", fetch_by_path),
+    ("/api/v3/system_load", system_load),
+    ("/api/v4/dreambooth", _generator(Text2ImgRequest, "v4")),
+    ("/api/v4/dreambooth/img2img", _generator(Img2ImgRequest, "v4")),
+    ("/api/v4/dreambooth/inpaint", _generator(InpaintRequest, "v4")),
+    ("/api/v4/dreambooth/fetch", fetch_by_body),  # {"key", "request_id"}
+    ("/api/v4/dreambooth/fetch/{job_id}", fetch_by_path),  # what v4's fetch_result points at
+]
+for _path, _endpoint in ROUTES:
+    router.add_api_route(_path, _endpoint, methods=["POST"])

@@ -208,31 +208,31 @@ class FetchRequest(BaseModel):
 
 
 # -- Laravel-style validation messages -----------------------------------------------------------
-def _label(field: str) -> str:
-    return field.replace("_", " ")
+# pydantic error type -> upstream's message ({field} is the name with spaces, others from ctx)
+MESSAGES = {
+    "missing": "The {field} field is required.",
+    "string_too_short": "The {field} field is required.",
+    "less_than_equal": "The {field} must not be greater than {le}.",
+    "less_than": "The {field} must be less than {lt}.",
+    "greater_than_equal": "The {field} must be at least {ge}.",
+    "greater_than": "The {field} must be greater than {gt}.",
+    "int_parsing": "The {field} must be an integer.",
+    "int_type": "The {field} must be an integer.",
+    "int_from_float": "The {field} must be an integer.",
+    "float_parsing": "The {field} must be a number.",
+    "float_type": "The {field} must be a number.",
+    "bool_parsing": "The {field} field must be yes or no.",
+    "bool_type": "The {field} field must be yes or no.",
+    "enum": "The selected {field} is invalid.",
+    "literal_error": "The selected {field} is invalid.",
+    "string_type": "The {field} must be a string.",
+}
 
 
 def _message(err: dict) -> str:
-    field = _label(str(err["loc"][0])) if err.get("loc") else "request"
-    ctx = err.get("ctx") or {}
-    kind = err.get("type", "")
-    if kind in ("missing", "string_too_short"):
-        return f"The {field} field is required."
-    if kind in ("less_than_equal", "less_than"):
-        return f"The {field} must not be greater than {ctx.get('le', ctx.get('lt'))}."
-    if kind in ("greater_than_equal", "greater_than"):
-        return f"The {field} must be at least {ctx.get('ge', ctx.get('gt'))}."
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"The {field} must be an integer."
-    if kind in ("float_parsing", "float_type"):
-        return f"The {field} must be a number."
-    if kind in ("bool_parsing", "bool_type"):
-        return f"The {field} field must be yes or no."
-    if kind in ("enum", "literal_error"):
-        return f"The selected {field} is invalid."
-    if kind == "string_type":
-        return f"The {field} must be a string."
-    return f"The {field} is invalid: {err.get('msg', '')}".rstrip(": ")
+    field = str(err["loc"][0]).replace("_", " ") if err.get("loc") else "request"
+    template = MESSAGES.get(err.get("type", ""), "The {field} is invalid.")
+    return template.format(field=field, **(err.get("ctx") or {}))
 
 
 def laravel_errors(exc: ValidationError) -> list[FieldError]:
