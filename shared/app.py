@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from shared import __version__
 from shared.config import Settings
 from shared.dialects import draw, form, modelslab
+from shared.dialects import openai_images
 from shared.errors import NotFound
 from shared.jobrunner import JobRunner
 from shared.jobs import make_job_store
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None) -
     # Every API shape, one block. Each router renders its own errors.
     app.include_router(form.router)  # seed 002: /txt2img, /img2img
     app.include_router(draw.router)  # seed 000: /v1/draw
+    app.include_router(openai_images.router)  # OpenAI: /v1/images/generations, edits, variations
     app.include_router(modelslab.router)  # seed 003: /api/v3/..., /api/v4/dreambooth/...
 
     storage = getattr(backend, "storage", None)

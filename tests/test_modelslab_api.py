@@ -4,42 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from shared.dialects.modelslab import render
-
-SMALL = {"width": "64", "height": "64", "num_inference_steps": "2", "enhance_prompt": "no"}
-
-
-def png(size=(64, 64), color=(200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def b64png(**kw) -> str:
-    return base64.b64encode(png(**kw)).decode()
-
-
-def fetch_png(client, url) -> Image.Image:
-    r = client.get(url)
-    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    return Image.open(io.BytesIO(r.content))
-
-
-def poll(client, url: str, body: dict | None = None, tries: int = 600) -> dict:
-    """Fetch until the job is no longer processing."""
-    for _ in range(tries):
-        out = client.post(url, json=body or {}).json()
-        if out["status"] != "processing":
-            return out
-        time.sleep(0.1)
-    raise AssertionError("job still processing")
-
+from tests.http_helpers import SMALL, b64png, fetch_png, poll
 
 @pytest.fixture
 def app_client(make_app):

@@ -9,8 +9,7 @@ from fastapi.testclient import TestClient
 
 from shared.jobrunner import dump_request, load_request
 from shared.jobs import Job, JobStatus, SqliteJobStore
-from tests.http_helpers import receiver
-from tests.test_modelslab_api import SMALL, fetch_png, png, poll
+from tests.http_helpers import SMALL, fetch_png, png, poll, receiver
 
 
 class Stuck:

@@ -13,8 +13,7 @@ from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
 from shared import webhooks
-from tests.http_helpers import receiver
-from tests.test_modelslab_api import SMALL, poll
+from tests.http_helpers import SMALL, poll, receiver
 
 SECRET = "whsec_" + base64.b64encode(b"sdgate-test-secret-0123456789").decode()
 

@@ -10,8 +10,7 @@ from fastapi.testclient import TestClient
 
 from shared.errors import BadImage, UrlRefused
 from shared.netguard import Guard, check_url, fetch, is_public
-from tests.http_helpers import canary, receiver
-from tests.test_modelslab_api import SMALL, png
+from tests.http_helpers import SMALL, canary, png, receiver
 
 
 def loopback_forms(port: int) -> list[str]:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from shared.engine import safety
 from shared.generation import GenerationRequest, NsfwAction
-from tests.test_modelslab_api import SMALL
+from tests.http_helpers import SMALL
 
 
 @pytest.fixture

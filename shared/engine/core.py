@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import secrets
 import time
 
 from PIL import Image
@@ -13,7 +14,8 @@ from shared.engine import safety, samplers
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
 from shared.engine.registry import ModelRegistry
 from shared.errors import GenerationFailed, InvalidRequest, SdgateError, Unsupported
-from shared.generation import (MIME, GeneratedImage, GenerationRequest, GenerationResult, Mode)
+from shared.generation import (MIME, SEED_BOUND, GeneratedImage, GenerationRequest,
+                               GenerationResult, Mode)
 from shared.infotext import format_infotext
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,7 @@ class Engine:
         loaded = self.cache.get(info)
         timings = {"load": time.perf_counter() - t0}
         seed = req.resolved_seed()
-        subseed = req.subseed if req.subseed != -1 else (
-            seed + 1 if req.subseed_strength == 0 else req.resolved_seed())
+        subseed = req.subseed if req.subseed != -1 else secrets.randbelow(SEED_BOUND)
         try:
             with loaded.lock:
                 t1 = time.perf_counter()
