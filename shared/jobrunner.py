@@ -168,7 +168,8 @@ class JobRunner:
             job = self.store.get(job_id)
             if job is None or job.status is not JobStatus.processing:
                 return None
-            job = job.model_copy(update={**updates, "finished": time.time()})
+            # The stored request (init images included) is only needed to re-run: drop it.
+            job = job.model_copy(update={**updates, "finished": time.time(), "internal": None})
             self.store.put(job)
         if job.webhook and job.dialect in PAYLOADS:
             self._spawn(self._notify(job))

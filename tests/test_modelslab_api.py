@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -181,3 +182,22 @@ def test_unavailable_switches_are_refused_clearly(client, switch):
 def test_system_load(client):
     assert client.post("/api/v3/system_load", json={"key": ""}).json() == {
         "queue_num": 0, "queue_time": 0, "status": "ok"}
+
+
+def test_processing_flow_over_a_real_server(live_server):
+    """uvicorn with its lifespan: the job runner starts, finishes the job and serves the files."""
+    import httpx
+
+    base = live_server(sync_wait_seconds=0)
+    out = httpx.post(base + "/api/v3/text2img",
+                     json={"prompt": "served", "samples": "1", **SMALL}, timeout=60).json()
+    assert out["status"] == "processing" and out["fetch_result"].startswith(base)
+    for _ in range(600):
+        done = httpx.post(out["fetch_result"], json={}, timeout=60).json()
+        if done["status"] != "processing":
+            break
+        time.sleep(0.1)
+    assert done["status"] == "success" and done["output"] == out["future_links"]
+    img = httpx.get(done["output"][0], timeout=60)
+    assert img.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(img.content)).size == (64, 64)

@@ -102,3 +102,12 @@ def test_watchdog_fails_overdue_jobs_without_a_fetch(make_settings, engine):
                 break
             time.sleep(WATCHDOG_SECONDS / 4)
         assert store.get(str(out["id"])).status is JobStatus.failed
+
+
+def test_finished_jobs_keep_no_copy_of_the_request_images(client):
+    from tests.http_helpers import b64png
+
+    out = client.post("/api/v3/img2img", json={"prompt": "a", "init_image": b64png(),
+                                               **SMALL}).json()
+    job = client.app.state.jobs.store.get(str(out["id"]))
+    assert job.status is JobStatus.success and job.internal is None
