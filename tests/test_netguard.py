@@ -115,3 +115,15 @@ def test_downloads_are_capped_in_time():
         with pytest.raises(BadImage, match="longer than"):
             asyncio.run(fetch(host.url + "/slow", Guard(allow_private=True, timeout=0.5)))
         hold.set()
+
+
+def test_connection_goes_to_the_checked_ip_with_the_name_in_host():
+    with receiver() as host:
+        port = int(host.url.rsplit(":", 1)[1])
+        host.routes = {"/x": (200, {}, b"hello")}
+        guard = Guard(allowlist=frozenset({f"127.0.0.1:{port}"}))
+        # The name as written (here a decimal IPv4 form) goes in Host; the socket goes to the IP.
+        target = asyncio.run(check_url(f"http://2130706433:{port}/x?a=1", guard))
+        assert target.pinned_url() == f"http://127.0.0.1:{port}/x?a=1"
+        assert asyncio.run(fetch(f"http://2130706433:{port}/x", guard)) == b"hello"
+        assert host.hits[-1].headers["host"] == f"2130706433:{port}"
