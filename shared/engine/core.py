@@ -10,10 +10,10 @@ import time
 from PIL import Image
 
 from shared import images as imgs
-from shared.engine import samplers
+from shared.engine import safety, samplers
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
 from shared.engine.registry import ModelRegistry
-from shared.errors import GenerationFailed, InvalidRequest, SdgateError
+from shared.errors import GenerationFailed, InvalidRequest, SdgateError, Unsupported
 from shared.generation import (MIME, SEED_BOUND, GeneratedImage, GenerationRequest,
                                GenerationResult, Mode)
 from shared.infotext import format_infotext
@@ -47,6 +47,7 @@ class Engine:
         self.device, self.dtype = pick_device(device)
         self.cache = PipelineCache(self.device, self.dtype, max_loaded, registry.native_size)
         self.max_image_pixels = max_image_pixels
+        self.shared_checker = safety.SharedChecker(registry.root)
 
     # -- public -------------------------------------------------------------------------------
     def warm(self, model: str | None = None) -> LoadedModel:
@@ -119,7 +120,8 @@ class Engine:
     def _run(self, loaded: LoadedModel, spec, req: GenerationRequest, seed: int, subseed: int):
         import torch
 
-        pipe = loaded.pipeline(req.mode)
+        pipe = loaded.variant(req.variant) if req.variant else loaded.pipeline(req.mode)
+        checker = self._checker(loaded) if req.safety_checker else None
         pipe.scheduler = loaded.scheduler(spec)
         w, h = ceil8(req.width), ceil8(req.height)
         n = req.num_images
@@ -148,7 +150,19 @@ class Engine:
                                      param="strength")
         result = pipe(**kwargs)
         nsfw = list(getattr(result, "nsfw_content_detected", None) or [False] * n)
+        if checker is not None:
+            return safety.screen(checker, result.images, req.safety_checker_type, self.device)
         return result.images, nsfw
+
+    def _checker(self, loaded: LoadedModel) -> safety.Checker:
+        """The model's own safety checker, else the shared one; refused if there is neither."""
+        if loaded.safety_checker is not None and loaded.feature_extractor is not None:
+            return safety.Checker(loaded.safety_checker, loaded.feature_extractor)
+        shared = self.shared_checker.get()
+        if shared is None:
+            raise Unsupported(f"safety checker requested, but {loaded.info.name} has none and "
+                              f"{self.shared_checker.path} does not exist", param="safety_checker")
+        return shared
 
     def _infotext(self, req: GenerationRequest, info, sampler: str, seed: int, subseed: int) -> str:
         params = {"Steps": req.steps, "Sampler": sampler, "CFG scale": req.guidance, "Seed": seed,
