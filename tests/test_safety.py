@@ -28,6 +28,16 @@ def flag_everything(engine):
     checker.concept_embeds_weights.data.copy_(saved)
 
 
+def local_app(settings, engine):
+    """An app on this process's engine, the one flag_everything edits (the remote wiring's GPU
+    class builds its own engine, which runs the same code)."""
+    from shared.app import create_app
+    from shared.backend import LocalBackend
+    from shared.storage import make_storage
+
+    return create_app(settings, LocalBackend(engine, make_storage(settings)))
+
+
 def pixels(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
@@ -67,7 +77,7 @@ def test_missing_checker_is_refused(tmp_path, models_dir):
 
 
 def test_flagged_images_are_replaced_and_the_original_is_stored_nowhere(
-        make_app, make_settings, engine, flag_everything, tmp_path):
+        make_settings, engine, flag_everything, tmp_path):
     body = {"prompt": "a cat", "seed": 77, "samples": "2", "safety_checker": "yes", **SMALL}
     # What the model drew, computed in memory only (the same request without the checker).
     originals = engine.generate(GenerationRequest(
@@ -75,7 +85,7 @@ def test_flagged_images_are_replaced_and_the_original_is_stored_nowhere(
     drawn = [pixels(i.data) for i in originals.images]
     assert all(p.any() for p in drawn)
 
-    with TestClient(make_app(sync_wait_seconds=0)) as c:
+    with TestClient(local_app(make_settings(sync_wait_seconds=0), engine)) as c:
         first = c.post("/api/v3/text2img", json={**body, "base64": "yes"}).json()
         for _ in range(600):
             out = c.post(first["fetch_result"], json={}).json()
@@ -98,7 +108,8 @@ def test_flagged_images_are_replaced_and_the_original_is_stored_nowhere(
         assert not pixels(blob).any()
 
 
-def test_blur_keeps_the_shape_of_the_picture(client, flag_everything):
+def test_blur_keeps_the_shape_of_the_picture(make_settings, engine, flag_everything):
+    client = TestClient(local_app(make_settings(), engine))
     out = client.post("/api/v3/text2img", json={
         "prompt": "a cat", "seed": 3, "safety_checker_type": "blur", **SMALL}).json()
     assert out["nsfw_content_detected"] is True and out["meta"]["safety_checker_type"] == "blur"
