@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from shared import __version__
 from shared.config import Settings
-from shared.dialects import draw, form
+from shared.dialects import a1111, draw, form
 from shared.errors import NotFound
 from shared.storage import LOCAL_ROUTE, LocalStorage, make_storage
 
@@ -41,6 +41,8 @@ def create_app(settings: Settings | None = None, backend=None) -> FastAPI:
     # Every API shape, one block. Each router renders its own errors.
     app.include_router(form.router)  # seed 002: /txt2img, /img2img
     app.include_router(draw.router)  # seed 000: /v1/draw
+    for prefix in a1111.PREFIXES:  # seed 001 / A1111: /sdapi/v1 and the gateway's /v1/sdapi/v1
+        app.include_router(a1111.router, prefix=prefix)
 
     storage = getattr(backend, "storage", None)
     if isinstance(storage, LocalStorage):

@@ -65,3 +65,9 @@ class LocalBackend:
 
     def native_size(self, model: str | None) -> int:
         return self.engine.native_size(model)
+
+    def memory(self) -> dict:
+        """GPU memory of this process (A1111's /memory)."""
+        from shared.engine.stats import cuda_memory
+
+        return cuda_memory()

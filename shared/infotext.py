@@ -24,8 +24,6 @@ def request_params(req) -> dict:
         out["Seed resize from"] = f"{req.seed_resize_from[0]}x{req.seed_resize_from[1]}"
     if req.tiling:
         out["Tiling"] = True
-    if req.eta is not None:
-        out["Eta"] = req.eta
     if req.mode.value == "inpaint":
         if any(req.mask_blur):
             out["Mask blur"] = max(req.mask_blur)
