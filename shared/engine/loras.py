@@ -9,6 +9,7 @@ and named `te=` / `unet=`; `<lyco:...>` is the same network type. Files load thr
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +21,16 @@ log = logging.getLogger(__name__)
 
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
 LORA_KINDS = ("lora", "lyco")
+
+
+class _AdapterReportFilter(logging.Filter):
+    """transformers logs every base weight as MISSING when only an adapter loads: noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+logging.getLogger("transformers.integrations.peft").addFilter(_AdapterReportFilter())
 
 
 def _number(text: str, tag: str) -> float:
@@ -80,7 +91,10 @@ def applied(pipe, loras: list[tuple[LoraRef, Path]]):
         for i, (ref, path) in enumerate(loras):
             name = f"sdgate_{i}"
             try:
-                pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+                with warnings.catch_warnings():  # "multiple adapters" is what we want here
+                    warnings.filterwarnings("ignore", "Already found a `peft_config`")
+                    pipe.load_lora_weights(str(path.parent), weight_name=path.name,
+                                           adapter_name=name)
             except (ValueError, KeyError, RuntimeError) as e:
                 raise InvalidRequest(f"LoRA {ref.name!r} does not fit this model: {e}",
                                      param="lora") from e
