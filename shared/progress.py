@@ -32,6 +32,7 @@ class Task:
     finished: float | None = None
     interrupted: bool = False
     skipped: bool = False
+    in_call: bool = False  # a pipeline call is running (its steps count toward the fraction)
     timestamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
 
     # -- written by the engine --------------------------------------------------------------
@@ -41,9 +42,11 @@ class Task:
     def begin_call(self, steps: int) -> None:
         """A pipeline call of `steps` steps starts; a pending skip applied to the previous one."""
         self.sampling_step, self.sampling_steps, self.skipped = 0, steps, False
+        self.in_call = True
 
     def end_call(self) -> None:
         self.job_no = min(self.job_no + 1, self.job_count)
+        self.in_call = False
 
     def finish(self) -> None:
         self.finished = time.time()
@@ -63,7 +66,7 @@ class Task:
         if self.started is None:
             return 0.0
         done = self.job_no / self.job_count
-        if self.sampling_steps:
+        if self.in_call and self.sampling_steps:
             done += self.sampling_step / self.sampling_steps / self.job_count
         return min(done, 1.0)
 
