@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from shared import __version__
 from shared.config import Settings
 from shared.dialects import a1111, draw, form
+from shared.dialects import openai_images
 from shared.errors import NotFound
 from shared.storage import LOCAL_ROUTE, LocalStorage, make_storage
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, backend=None) -> FastAPI:
     # Every API shape, one block. Each router renders its own errors.
     app.include_router(form.router)  # seed 002: /txt2img, /img2img
     app.include_router(draw.router)  # seed 000: /v1/draw
+    app.include_router(openai_images.router)  # OpenAI: /v1/images/generations, edits, variations
     for prefix in a1111.PREFIXES:  # seed 001 / A1111: /sdapi/v1 and the gateway's /v1/sdapi/v1
         app.include_router(a1111.router, prefix=prefix)
 

@@ -66,6 +66,11 @@ class LocalBackend:
     def native_size(self, model: str | None) -> int:
         return self.engine.native_size(model)
 
+    @property
+    def registry(self):
+        """The model registry (model lists), as RemoteBackend has one too."""
+        return self.engine.registry
+
     def memory(self) -> dict:
         """GPU memory of this process (A1111's /memory)."""
         from shared.engine.stats import cuda_memory

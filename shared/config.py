@@ -18,6 +18,8 @@ class Settings(BaseSettings):
 
     # Auth: comma-separated keys; empty means open (fine on 127.0.0.1, refused on Modal).
     api_keys: str = ""
+    # A deployed (Modal) web app refuses to start without keys unless this says so on purpose.
+    allow_open: bool = False
 
     # Models
     models_dir: Path = Path(".sdgate/models")

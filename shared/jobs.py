@@ -36,6 +36,7 @@ class Job(BaseModel):
     webhook: str | None = None
     track_id: str | None = None
     webhook_status: str | None = None
+    call_id: str | None = None  # the running work's handle (Modal FunctionCall id); jobrunner.py
 
 
 class JobStore(Protocol):

@@ -113,19 +113,18 @@ class TaskRegistry:
 
     def interrupt(self, task_id: str | None = None) -> int:
         """Stop one task, or every running one (A1111's global interrupt); how many were hit."""
-        hit = [self.get(task_id)] if task_id else self.running()
-        for t in hit:
-            if t is not None and t.finished is None:
-                t.interrupted = True
-        return sum(1 for t in hit if t is not None)
+        return self._flag(task_id, "interrupted")
 
     def skip(self, task_id: str | None = None) -> int:
         """End the current pipeline call of one task (or all) early and go on with the next."""
-        hit = [self.get(task_id)] if task_id else self.running()
+        return self._flag(task_id, "skipped")
+
+    def _flag(self, task_id: str | None, flag: str) -> int:
+        hit = [t for t in ([self.get(task_id)] if task_id else self.running())
+               if t is not None and t.finished is None]
         for t in hit:
-            if t is not None and t.finished is None:
-                t.skipped = True
-        return sum(1 for t in hit if t is not None)
+            setattr(t, flag, True)
+        return len(hit)
 
     def _forget_old(self) -> None:
         finished = [k for k, t in self._tasks.items() if t.finished is not None]

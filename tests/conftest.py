@@ -57,8 +57,10 @@ def make_settings(models_dir, tmp_path):
     return make
 
 
-@pytest.fixture
-def make_app(engine, make_settings):
+# Every API test runs on both backends (issue 3): "local" is the engine in this process; "remote"
+# is the Modal web wiring (shared.remote.RemoteBackend) over the GPU class run in-process.
+@pytest.fixture(params=["local", "remote"])
+def make_app(request, engine, make_settings, monkeypatch):
     """An app on the shared engine; storage per the settings (local files unless a bucket)."""
     from shared.app import create_app
     from shared.backend import LocalBackend
@@ -66,9 +68,60 @@ def make_app(engine, make_settings):
 
     def make(**kw):
         settings = make_settings(**kw)
+        if request.param == "remote":
+            return create_app(settings, gpu_class_backend(settings, monkeypatch))
         return create_app(settings, LocalBackend(engine, make_storage(settings)))
 
     return make
+
+
+def quiet_modal_local():
+    """Modal warns on each .local() call of a function with a volume; tests give a models dir."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".* is executing locally and will not have access",
+                            category=UserWarning)
+
+
+@pytest.fixture
+def quiet_modal():
+    """For tests that call Modal functions with .local()."""
+    quiet_modal_local()
+
+
+def gpu_class_backend(settings, monkeypatch):
+    """RemoteBackend over functions.generator.Generator run with .local(): the class reads the
+    settings from SDGATE_* variables as on Modal, and arguments, results and errors are pickled
+    on the way as Modal does."""
+    import pickle
+
+    import anyio
+
+    from functions.generator import Generator
+    from shared.remote import remote_backend
+
+    quiet_modal_local()
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            monkeypatch.delenv(f"SDGATE_{name.upper()}", raising=False)
+        else:
+            monkeypatch.setenv(f"SDGATE_{name.upper()}", str(value))
+    generator = Generator()
+    generator.loaded.local()  # run the enter hooks now, while this app's settings are set
+
+    def call(req, job_id, keep_bytes):
+        args = pickle.loads(pickle.dumps((req, job_id, keep_bytes)))
+        try:
+            result = generator.generate.local(*args)
+        except Exception as e:
+            raise pickle.loads(pickle.dumps(e)) from None
+        return pickle.loads(pickle.dumps(result))
+
+    async def remote(req, job_id, keep_bytes):
+        return await anyio.to_thread.run_sync(call, req, job_id, keep_bytes)
+
+    return remote_backend(settings, remote)
 
 
 @pytest.fixture

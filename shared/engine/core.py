@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import secrets
 import time
 
 from PIL import Image
@@ -14,7 +15,8 @@ from shared.engine import (embeddings, hires, loras, masking, prompts, resize, s
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
 from shared.engine.registry import ModelRegistry
 from shared.errors import GenerationFailed, InvalidRequest, SdgateError
-from shared.generation import (MIME, GeneratedImage, GenerationRequest, GenerationResult, Mode)
+from shared.generation import (MIME, SEED_BOUND, GeneratedImage, GenerationRequest,
+                               GenerationResult, Mode)
 from shared.infotext import format_infotext, request_params
 from shared.progress import TASKS
 
@@ -61,6 +63,15 @@ class Engine:
     def warm(self, model: str | None = None) -> LoadedModel:
         """Load a model now (start-up, Modal enter hooks)."""
         return self.cache.get(self.registry.resolve(model))
+
+    def to(self, device: str) -> None:
+        """Move warm models (and later loads) to `device`, keeping the dtype.
+
+        Modal's memory snapshot holds RAM only: weights are loaded with `to("cpu")` before the
+        snapshot and moved with `to("cuda")` after the restore.
+        """
+        self.device = device
+        self.cache.to(device)
 
     def native_size(self, model: str | None = None) -> int:
         """Native side in pixels of a model, without loading it."""
@@ -114,8 +125,7 @@ class Engine:
     def _seeds(req: GenerationRequest) -> tuple[list[int], list[int]]:
         """Per-image seeds as A1111: seed + i, or one seed and subseed + i for variations."""
         seed = req.resolved_seed()
-        subseed = req.subseed if req.subseed != -1 else (
-            seed + 1 if req.subseed_strength == 0 else req.resolved_seed())
+        subseed = req.subseed if req.subseed != -1 else secrets.randbelow(SEED_BOUND)
         n = req.num_images
         vary = req.subseed_strength > 0
         return [seed + (0 if vary else i) for i in range(n)], [subseed + i for i in range(n)]

@@ -90,6 +90,15 @@ class PipelineCache:
     def loaded(self) -> list[str]:
         return list(self._models)
 
+    def to(self, device: str) -> None:
+        """Move every warm model to `device`; later loads go there too."""
+        with self._lock:
+            self.device = device
+            for loaded in self._models.values():
+                loaded.pipe.to(device)  # derived pipelines share these modules
+                if loaded.safety_checker is not None:
+                    loaded.safety_checker.to(device)
+
     def get(self, info: ModelInfo) -> LoadedModel:
         """The warm model, loading it (once, even under concurrent requests) if needed."""
         with self._lock:

@@ -58,17 +58,8 @@ def options(request: Request) -> dict:
 
 
 def registry(request: Request):
-    """The engine's model registry, or (remote engines) one over the configured models dir."""
-    engine = getattr(backend(request), "engine", None)
-    if engine is not None:
-        return engine.registry
-    with _STATE_LOCK:
-        if not hasattr(request.app.state, "a1111_registry"):
-            from shared.engine.registry import ModelRegistry
-
-            request.app.state.a1111_registry = ModelRegistry(
-                request.app.state.settings.models_dir, request.app.state.settings.default_model)
-        return request.app.state.a1111_registry
+    """The backend's model registry (local engine, or the volume the remote GPU side reads)."""
+    return backend(request).registry
 
 
 def _current_model(request: Request):

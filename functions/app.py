@@ -1,0 +1,84 @@
+"""The Modal app: its images (pinned), the weights volume, the jobs Dict and the secrets.
+
+Deploy-time knobs are SDGATE_* environment variables (shared/deploy.py), read here whenever
+`modal deploy -m functions.web` imports this module; docs/modal.md explains each one.
+"""
+
+import modal
+
+from shared.deploy import DeployConfig
+
+config = DeployConfig()
+app = modal.App(config.app_name)
+
+MODELS_DIR = "/models"  # the weights volume; the registry's layout (see infra/weights.py)
+PYTHON_VERSION = "3.11"  # the version the tests run on; pickled requests cross it both ways
+
+# ## Images
+#
+# Every package is pinned to the version the test suite ran with. pyproject.toml keeps the local
+# (CPU) install's ranges; these pins are the deployment's own and change only on purpose.
+# The web app and the weights filler need no torch: their image stays small and starts fast.
+
+CPU_PACKAGES = [
+    "anyio==4.16.0",
+    "boto3==1.44.5",
+    "fastapi==0.165.0",
+    "hf-xet==1.8.0",
+    "httpx==0.28.1",
+    "huggingface-hub==2.4.0",
+    "pillow==13.0.0",
+    "pydantic==2.14.3",
+    "pydantic-settings==2.16.3",
+    "python-multipart==0.0.34",
+]
+
+# PyPI's Linux torch wheel is the CUDA build; diffusers is the version the engine is written for.
+GPU_PACKAGES = [
+    "accelerate==1.15.0",
+    "diffusers==0.42.1",
+    "numpy==2.4.6",
+    "peft==0.21.2",
+    "safetensors==0.8.0",
+    "tokenizers==0.23.3",
+    "torch==2.13.0",
+    "transformers==5.23.0",
+]
+
+base_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).uv_pip_install(*CPU_PACKAGES)
+
+# Settings chosen at deploy time travel as environment; weights come only from the volume, so the
+# serving images forbid Hugging Face downloads at run time.
+serving_env = {**config.container_env(), "SDGATE_MODELS_DIR": MODELS_DIR, "HF_HUB_OFFLINE": "1"}
+
+web_image = base_image.env(serving_env).add_local_python_source("shared", "functions")
+
+# One-file checkpoints need their family's configs: the weights filler caches them on the volume
+# (infra/weights.py HF_CACHE) and the GPU containers read them there, offline.
+gpu_image = (
+    base_image.uv_pip_install(*GPU_PACKAGES)
+    .env({**serving_env, "SDGATE_DEVICE": "cuda", "HF_HUB_CACHE": f"{MODELS_DIR}/.hf-cache"})
+    .add_local_python_source("shared", "functions")
+)
+
+weights_image = base_image.add_local_python_source("shared", "functions", "infra")
+
+# ## Storage and state
+#
+# Weights live in a Volume filled once by functions/weights.py; job states live in a Dict that
+# every web container shares, so a restarted container still answers for earlier jobs.
+
+weights_volume = modal.Volume.from_name(config.modal_volume, create_if_missing=True)
+jobs_dict = modal.Dict.from_name(config.modal_jobs_dict, create_if_missing=True)
+
+# ## Secrets
+#
+# S3 credentials and bucket reach both the GPU class (it uploads) and the web app (it signs
+# URLs); API keys reach only the web app. Required keys are checked by `modal deploy`.
+
+s3_secret = modal.Secret.from_name(
+    config.modal_s3_secret,
+    required_keys=["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "SDGATE_S3_BUCKET"])
+api_secret = modal.Secret.from_name(config.modal_api_secret)
+hf_secrets = ([modal.Secret.from_name(config.modal_hf_secret, required_keys=["HF_TOKEN"])]
+              if config.modal_hf_secret else [])

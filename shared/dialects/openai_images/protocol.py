@@ -1,0 +1,160 @@
+"""OpenAI Images request bodies, field for field, with their translation to a GenerationRequest.
+
+Upstream: the official `openai` package (resources/images.py, types/image_*_params.py) and
+platform.openai.com/docs/api-reference/images; fields are in the API reference's order. What
+sdgate does with each field (honoured, accepted without effect, refused) is in docs/openai.md.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import FieldError, Unsupported, ValidationFailed
+from shared.generation import GenerationRequest, Mode, OutputFormat
+
+# OpenAI's own model names are served by the configured default model: an app that only changes
+# base_url keeps its `model=` argument. Prefixes, so newer OpenAI names keep working too.
+OPENAI_MODEL_PREFIXES = ("dall-e-", "gpt-image-", "chatgpt-image-")
+# GPT image models always answer with b64_json upstream; code written for them reads b64_json.
+B64_DEFAULT_PREFIXES = ("gpt-image-", "chatgpt-image-")
+
+# Every side a multiple of 8 (the latent grid), within what SD1.5 / SDXL render sensibly.
+MIN_SIDE, MAX_SIDE = 64, 2048
+_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
+
+# `quality` buys denoising steps; "auto", "standard" and "medium" keep the default steps.
+QUALITY_STEPS = {"low": 10, "high": 30, "hd": 30, "xhigh": 40, "max": 50}
+
+# Variations are img2img of the image with an empty prompt: enough noise to vary the details,
+# little enough to keep the composition.
+VARIATION_STRENGTH = 0.6
+# Edits repaint the masked area from scratch, as OpenAI's do.
+EDIT_STRENGTH = 1.0
+
+Quality = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"]
+ResponseFormat = Literal["url", "b64_json"]
+OutputFormatName = Literal["png", "jpeg", "webp", "gif", "svg"]
+
+
+def invalid_field(param: str, message: str) -> ValidationFailed:
+    """A 400-class error about one field."""
+    return ValidationFailed(message, param=param, fields=[FieldError(param, message)])
+
+
+def sdgate_model(name: str | None) -> str | None:
+    """The sdgate model for an OpenAI `model` value; None means the configured default."""
+    if not name or name.strip().lower().startswith(OPENAI_MODEL_PREFIXES):
+        return None
+    return name.strip()
+
+
+def parse_size(size: str | None, auto: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) for an OpenAI `size`: "auto"/omitted gives `auto`, else "WxH" checked."""
+    if size is None or size.strip().lower() in ("", "auto"):
+        return auto
+    m = _SIZE.match(size)
+    if not m:
+        raise invalid_field("size", f"Invalid size {size!r}: use 'auto' or 'WIDTHxHEIGHT' "
+                                    "such as '512x512' or '1024x1024'")
+    w, h = int(m[1]), int(m[2])
+    for side in (w, h):
+        if not MIN_SIDE <= side <= MAX_SIDE or side % 8:
+            raise invalid_field("size", f"Invalid size {size!r}: width and height must be "
+                                        f"multiples of 8 between {MIN_SIDE} and {MAX_SIDE}")
+    return w, h
+
+
+def fit_size(width: int, height: int) -> tuple[int, int]:
+    """An input image's size made valid: scaled to fit MAX_SIDE, sides rounded to multiples of 8."""
+    scale = min(1.0, MAX_SIDE / max(width, height))
+    return tuple(min(MAX_SIDE, max(MIN_SIDE, round(s * scale / 8) * 8)) for s in (width, height))
+
+
+class _ImagesRequest(BaseModel):
+    """Fields every Images endpoint shares."""
+
+    model_config = ConfigDict(extra="allow")  # newer client fields we do not know: logged
+
+    model: str | None = None
+    n: int | None = Field(None, ge=1, le=10)
+    response_format: ResponseFormat | None = None
+    size: str | None = None
+    user: str | None = None  # accepted; no effect
+
+    def response_kind(self) -> ResponseFormat:
+        """url unless asked, except for GPT image models, which upstream answer in b64_json."""
+        if self.response_format:
+            return self.response_format
+        name = (self.model or "").strip().lower()
+        return "b64_json" if name.startswith(B64_DEFAULT_PREFIXES) else "url"
+
+
+class _PromptedRequest(_ImagesRequest):
+    """Fields of generations and edits (GPT image model options included)."""
+
+    prompt: str = Field(min_length=1, max_length=32000)
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    complexity: Literal["low", "medium", "high"] | None = None  # accepted; no effect
+    output_compression: int | None = Field(None, ge=0, le=100)  # accepted; quality is fixed
+    output_format: OutputFormatName | None = None
+    partial_images: int | None = Field(None, ge=0, le=3)
+    quality: Quality | None = None
+    safety_identifier: str | None = None  # accepted; no effect
+    stream: bool | None = None
+
+    def refuse_unsupported(self) -> None:
+        """Options that would change the result in a way sdgate cannot: refused, not ignored."""
+        if self.stream or self.partial_images:
+            raise Unsupported("Streaming (stream, partial_images) is not supported by sdgate; "
+                              "omit it to receive the finished images", param="stream")
+        if self.background == "transparent":
+            raise Unsupported("background 'transparent' is not supported: Stable Diffusion "
+                              "renders opaque images", param="background")
+        if self.output_format in ("gif", "svg"):
+            raise Unsupported(f"output_format {self.output_format!r} is not supported; use png, "
+                              "jpeg or webp", param="output_format")
+
+    def common(self) -> dict:
+        """GenerationRequest fields these options set (defaults stay GenerationRequest's)."""
+        self.refuse_unsupported()
+        out = dict(model=sdgate_model(self.model), prompt=self.prompt, num_images=self.n or 1,
+                   output_format=OutputFormat(self.output_format or "png"))
+        if self.quality in QUALITY_STEPS:
+            out["steps"] = QUALITY_STEPS[self.quality]
+        return out
+
+
+class ImageGenerateRequest(_PromptedRequest):
+    """POST /v1/images/generations (JSON)."""
+
+    moderation: Literal["low", "auto"] | None = None  # accepted; no effect
+    style: Literal["vivid", "natural"] | None = None  # accepted; DALL-E 3 only upstream
+
+    def to_internal(self, native: int) -> GenerationRequest:
+        width, height = parse_size(self.size, (native, native))
+        return GenerationRequest(mode=Mode.txt2img, width=width, height=height, **self.common())
+
+
+class ImageEditRequest(_PromptedRequest):
+    """POST /v1/images/edits (multipart; `image` and `mask` arrive as files, outside this model)."""
+
+    input_fidelity: Literal["high", "low"] | None = None  # accepted; no effect
+
+    def to_internal(self, image: bytes, mask: bytes, image_size: tuple[int, int]
+                    ) -> GenerationRequest:
+        width, height = parse_size(self.size, fit_size(*image_size))
+        return GenerationRequest(mode=Mode.inpaint, width=width, height=height, init_image=image,
+                                 mask=mask, strength=EDIT_STRENGTH, **self.common())
+
+
+class ImageVariationRequest(_ImagesRequest):
+    """POST /v1/images/variations (multipart; `image` arrives as a file)."""
+
+    def to_internal(self, image: bytes, image_size: tuple[int, int]) -> GenerationRequest:
+        width, height = parse_size(self.size, fit_size(*image_size))
+        return GenerationRequest(mode=Mode.img2img, model=sdgate_model(self.model), prompt="",
+                                 width=width, height=height, num_images=self.n or 1,
+                                 init_image=image, strength=VARIATION_STRENGTH)

@@ -1,0 +1,51 @@
+"""A Backend whose generation runs in another process: on Modal, the GPU class behind the web app.
+
+The web container holds no engine. It reads the same weights volume for model names and sizes
+(no GPU wakes up for that) and awaits `call(req, job_id, keep_bytes)`, which generates and uploads
+next to the GPU and sends back URLs and metadata (image bytes only when asked for).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from shared.config import Settings
+from shared.engine.registry import ModelRegistry
+from shared.errors import GenerationFailed, SdgateError
+from shared.generation import GenerationRequest, GenerationResult
+from shared.storage import Storage, make_storage, new_job_id
+
+log = logging.getLogger(__name__)
+
+RemoteCall = Callable[[GenerationRequest, str, bool], Awaitable[GenerationResult]]
+
+
+class RemoteBackend:
+    """Implements the Backend protocol by awaiting a remote call (Modal: `.remote.aio`)."""
+
+    def __init__(self, call: RemoteCall, registry: ModelRegistry, storage: Storage | None = None):
+        self.call = call
+        self.registry = registry
+        self.storage = storage  # the same bucket the GPU side writes to (planned URLs, /files)
+
+    async def generate(self, req: GenerationRequest, *, job_id: str | None = None,
+                       keep_bytes: bool = False) -> GenerationResult:
+        # The id is chosen here, so a retried input overwrites the same object keys.
+        job_id = job_id or new_job_id()
+        try:
+            return await self.call(req, job_id, keep_bytes)
+        except SdgateError:
+            raise  # the GPU side's own error (pickled across), rendered by the dialect
+        except Exception as e:
+            log.exception("remote generation %s failed", job_id)
+            raise GenerationFailed(f"remote generation failed: {type(e).__name__}: {e}") from e
+
+    def native_size(self, model: str | None) -> int:
+        return self.registry.native_size(self.registry.resolve(model))
+
+
+def remote_backend(settings: Settings, call: RemoteCall) -> RemoteBackend:
+    """A RemoteBackend on the settings' models folder and storage."""
+    return RemoteBackend(call, ModelRegistry(settings.models_dir, settings.default_model),
+                         make_storage(settings))

@@ -1,0 +1,107 @@
+"""The deployment's shape, read from the Modal objects (what `modal deploy` would send)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from modal._partial_function import _find_partial_methods_for_user_cls, _PartialFunctionFlags
+from modal._utils.async_utils import synchronizer
+from modal_proto import api_pb2
+
+from functions import app as app_module
+from functions.generator import Generator
+from functions.web import web
+from functions.weights import fill
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def definition(obj) -> dict:
+    """A Function's or Cls's definition. modal 1.6 keeps what FunctionInfo lacks (autoscaler,
+    snapshot flags) in the closure of the loader that creates the function on deploy."""
+    impl = synchronizer._translate_in(obj)
+    if hasattr(impl, "_get_class_service_function"):
+        impl = impl._get_class_service_function()
+    load = impl._load
+    cells = dict(zip(load.__code__.co_freevars, (c.cell_contents for c in load.__closure__)))
+    return {**cells, "info": impl._function_info}
+
+
+def test_gpu_class_has_a_gpu_the_weights_and_a_memory_snapshot():
+    d = definition(Generator)
+    info = d["info"]
+    assert info.gpus == [("L40S", 1)]
+    mount = info.volumes["/models"]
+    assert mount.name == "sdgate-weights" and not mount.read_only
+    assert d["enable_memory_snapshot"] is True
+    assert d["experimental_options"] == {}  # GPU snapshot (alpha) is opt-in
+    assert info.secrets == ["modal.Secret.from_name('sdgate-s3')"]  # no API keys on the GPU side
+    assert sorted(info.method_names) == ["generate", "loaded"]
+    assert info.concurrency_info.max_inputs == 2
+    assert info.timeout == 600
+
+
+def test_gpu_class_scales_to_zero_by_default():
+    d = definition(Generator)
+    assert d["min_containers"] == 0 and d["buffer_containers"] == 0
+    assert d["scaledown_window"] == 60 and d["max_containers"] == 4
+    auto = d["autoscaler_settings"]
+    assert (auto.min_containers, auto.buffer_containers, auto.scaledown_window) == (0, 0, 60)
+
+
+def test_gpu_class_loads_before_the_snapshot_and_moves_after():
+    user_cls = synchronizer._translate_in(Generator)._user_cls
+    pre = _find_partial_methods_for_user_cls(user_cls, _PartialFunctionFlags.ENTER_PRE_SNAPSHOT)
+    post = _find_partial_methods_for_user_cls(user_cls, _PartialFunctionFlags.ENTER_POST_SNAPSHOT)
+    assert list(pre) == ["load"] and list(post) == ["start"]
+
+
+def test_web_function_is_a_concurrent_asgi_app_without_gpu():
+    d = definition(web)
+    info = d["info"]
+    assert d["webhook_config"].type == api_pb2.WEBHOOK_TYPE_ASGI_APP
+    assert info.gpus == []
+    assert info.concurrency_info.max_inputs == 100
+    assert info.volumes["/models"].read_only  # reads model configs, never writes weights
+    assert info.secrets == ["modal.Secret.from_name('sdgate-s3')",
+                            "modal.Secret.from_name('sdgate-api')"]
+    assert d["min_containers"] == 0
+
+
+def test_weights_filler_writes_the_volume():
+    info = definition(fill)["info"]
+    assert info.gpus == [] and not info.volumes["/models"].read_only
+
+
+def test_images_pin_every_package():
+    for spec in app_module.CPU_PACKAGES + app_module.GPU_PACKAGES:
+        name, sep, version = spec.partition("==")
+        assert sep and version[0].isdigit(), spec
+    assert "diffusers==0.42.1" in app_module.GPU_PACKAGES
+
+
+SHAPE = """
+import json
+from tests.functions.test_modal_shape import definition
+from functions.generator import Generator
+from functions.web import web
+g, w = definition(Generator), definition(web)
+print(json.dumps({"gpu": g["info"].gpus, "min": g["min_containers"],
+                  "buffer": g["buffer_containers"],
+                  "snap": g["experimental_options"], "web_min": w["min_containers"]}))
+"""
+
+
+def test_deploy_time_environment_sets_the_knobs():
+    env = {**os.environ, "SDGATE_GPU": "H100", "SDGATE_GPU_MIN_CONTAINERS": "1",
+           "SDGATE_GPU_BUFFER_CONTAINERS": "1", "SDGATE_GPU_SNAPSHOT": "1",
+           "SDGATE_WEB_MIN_CONTAINERS": "1"}
+    out = subprocess.run([sys.executable, "-c", SHAPE], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    shape = json.loads(out.stdout.strip().splitlines()[-1])
+    assert shape["gpu"] == [["H100", 1]]
+    assert (shape["min"], shape["buffer"], shape["web_min"]) == (1, 1, 1)
+    assert shape["snap"] == {"enable_gpu_snapshot": "True"}
