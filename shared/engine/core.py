@@ -41,7 +41,7 @@ def slerp(t: float, a, b):
 
 
 def paste_centre(src, dst):
-    """`dst` with `src` pasted on its centre (cropped where it is larger), as A1111 resizes seeds."""
+    """`dst` with `src` pasted on its centre (cropped where larger), as A1111 resizes seeds."""
     (sh, sw), (dh, dw) = src.shape[-2:], dst.shape[-2:]
     h, w = min(sh, dh), min(sw, dw)
     sy, sx, dy, dx = (sh - h) // 2, (sw - w) // 2, (dh - h) // 2, (dw - w) // 2

@@ -17,7 +17,7 @@ FILL, ORIGINAL, LATENT_NOISE, LATENT_NOTHING = 0, 1, 2, 3  # A1111 inpainting_fi
 
 
 def binary_source(mask: Image.Image) -> Image.Image:
-    """The mask as "L": a transparent-background RGBA mask uses its alpha, anything else its grey."""
+    """The mask as "L": an RGBA mask with transparency uses its alpha, anything else its grey."""
     if mask.mode in ("RGBA", "LA") and mask.getextrema()[-1] != (255, 255):
         return mask.getchannel("A")
     return mask.convert("L")

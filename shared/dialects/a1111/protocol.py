@@ -78,8 +78,23 @@ class ProcessingRequest(_Lenient):
         return self
 
 
-class Txt2ImgRequest(ProcessingRequest):
-    """POST /sdapi/v1/txt2img (upstream StableDiffusionTxt2ImgProcessingAPI)."""
+class ApiFields(_Lenient):
+    """Upstream's API-only additional fields, shared by txt2img and img2img, and sdgate's own."""
+
+    sampler_index: str = "Euler"  # the old name of sampler_name
+    script_name: str | None = None
+    script_args: list = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict = Field(default_factory=dict)
+    infotext: str | None = None
+    # -- sdgate additions (not echoed in `parameters`) --
+    model: str | None = None  # seed 001's gateway field naming the checkpoint
+    response_format: Literal["b64_json", "url"] | None = None  # "url": images as storage URLs
+
+
+class _Txt2ImgFields(ProcessingRequest):
+    """upstream StableDiffusionProcessingTxt2Img's own fields (hires fix)."""
 
     enable_hr: bool = False
     firstphase_width: int = Field(0, ge=0, le=MAX_SIDE)
@@ -95,21 +110,10 @@ class Txt2ImgRequest(ProcessingRequest):
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
     force_task_id: str | None = None
-    # API-only (upstream's additional fields)
-    sampler_index: str = "Euler"
-    script_name: str | None = None
-    script_args: list = Field(default_factory=list)
-    send_images: bool = True
-    save_images: bool = False
-    alwayson_scripts: dict = Field(default_factory=dict)
-    infotext: str | None = None
-    # -- sdgate additions (not echoed in `parameters`) --
-    model: str | None = None  # seed 001's gateway field naming the checkpoint
-    response_format: Literal["b64_json", "url"] | None = None  # "url": images as storage URLs
 
 
-class Img2ImgRequest(ProcessingRequest):
-    """POST /sdapi/v1/img2img (upstream StableDiffusionImg2ImgProcessingAPI); a mask inpaints."""
+class _Img2ImgFields(ProcessingRequest):
+    """upstream StableDiffusionProcessingImg2Img's own fields (a mask inpaints)."""
 
     init_images: list[str] | None = None
     resize_mode: int = Field(0, ge=0, le=3)
@@ -127,18 +131,16 @@ class Img2ImgRequest(ProcessingRequest):
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
     force_task_id: str | None = None
-    # API-only (upstream's additional fields)
-    sampler_index: str = "Euler"
-    include_init_images: bool = False
-    script_name: str | None = None
-    script_args: list = Field(default_factory=list)
-    send_images: bool = True
-    save_images: bool = False
-    alwayson_scripts: dict = Field(default_factory=dict)
-    infotext: str | None = None
-    # -- sdgate additions (not echoed in `parameters`) --
-    model: str | None = None
-    response_format: Literal["b64_json", "url"] | None = None
+    include_init_images: bool = False  # an API-only field; upstream never echoes it
+
+
+# Bases listed API fields first so pydantic orders the fields as upstream: shared, own, API-only.
+class Txt2ImgRequest(ApiFields, _Txt2ImgFields):
+    """POST /sdapi/v1/txt2img (upstream StableDiffusionTxt2ImgProcessingAPI)."""
+
+
+class Img2ImgRequest(ApiFields, _Img2ImgFields):
+    """POST /sdapi/v1/img2img (upstream StableDiffusionImg2ImgProcessingAPI)."""
 
     def blur(self) -> tuple[int, int]:
         """Upstream's mask_blur sets both directions."""

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from a1111_assets import EMBEDDING_NAME, LORA_NAME, ensure_assets
+from tests.engine.a1111_assets import EMBEDDING_NAME, LORA_NAME, ensure_assets
 
 PREFIXES = ["/sdapi/v1", "/v1/sdapi/v1"]
 SMALL = {"width": 64, "height": 64, "steps": 3}

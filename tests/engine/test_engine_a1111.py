@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from a1111_assets import EMBEDDING_NAME, LORA_NAME, ensure_assets, write_kohya_lora
+from tests.engine.a1111_assets import (EMBEDDING_NAME, LORA_NAME, ensure_assets,
+                                       write_kohya_lora)
 from shared.engine import embeddings, hires, masking, resize
 from shared.errors import NotFound, Unsupported
 from shared.generation import GenerationRequest, HiresFix, LoraRef, Mode
