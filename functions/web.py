@@ -17,9 +17,12 @@ class SpawnLauncher:
     def __init__(self, method):
         self.method = method
 
-    async def start(self, req: GenerationRequest, job_id: str) -> str:
-        call = await self.method.spawn.aio(req, job_id, False)
+    async def start(self, req: GenerationRequest, job_id: str, keep_bytes: bool) -> str:
+        call = await self.method.spawn.aio(req, job_id, keep_bytes)
         return call.object_id
+
+    def resumable(self, handle: str) -> bool:
+        return True  # a FunctionCall id is valid from any container until its result expires
 
     async def result(self, handle: str, timeout: float) -> GenerationResult | None:
         try:
@@ -51,8 +54,8 @@ def web():
     require_keys(settings)
     require_bucket(settings)
     generator = Generator()
-    api = create_app(settings, remote_backend(settings, generator.generate.remote.aio))
     # A job may queue for a GPU before its own timeout starts: allow ten minutes for that.
-    api.state.jobs = JobRunner(DictJobStore(jobs_dict), SpawnLauncher(generator.generate),
-                               timeout=config.gpu_timeout + 600)
-    return api
+    settings = settings.model_copy(update={"job_timeout_seconds": config.gpu_timeout + 600})
+    backend = remote_backend(settings, generator.generate.remote.aio)
+    return create_app(settings, backend, job_runner=JobRunner(
+        DictJobStore(jobs_dict), backend, settings, launcher=SpawnLauncher(generator.generate)))

@@ -10,9 +10,10 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from shared import __version__
 from shared.config import Settings
-from shared.dialects import a1111, draw, form
-from shared.dialects import openai_images
+from shared.dialects import a1111, draw, form, modelslab, openai_images
 from shared.errors import NotFound
+from shared.jobrunner import JobRunner
+from shared.jobs import make_job_store
 from shared.storage import LOCAL_ROUTE, LocalStorage, make_storage
 
 log = logging.getLogger(__name__)
@@ -30,19 +31,26 @@ def local_backend(settings: Settings):
     return LocalBackend(engine, make_storage(settings))
 
 
-def create_app(settings: Settings | None = None, backend=None) -> FastAPI:
-    """Build the app; `backend` defaults to a LocalBackend from settings."""
+def create_app(settings: Settings | None = None, backend=None, job_store=None,
+               job_runner: JobRunner | None = None) -> FastAPI:
+    """Build the app; `backend` defaults to a LocalBackend, jobs to the settings' file store."""
     settings = settings or Settings()
     backend = backend or local_backend(settings)
     app = FastAPI(title="sdgate", version=__version__,
                   description="Stable Diffusion behind the API shapes its users already call.")
     app.state.settings = settings
     app.state.backend = backend
+    # Background jobs (ModelsLab's processing / fetch flow): recovered on start, cancelled on stop.
+    app.state.jobs = job_runner or JobRunner(job_store or make_job_store(settings), backend,
+                                             settings)
+    app.router.on_startup.append(app.state.jobs.start)
+    app.router.on_shutdown.append(app.state.jobs.stop)
 
     # Every API shape, one block. Each router renders its own errors.
     app.include_router(form.router)  # seed 002: /txt2img, /img2img
     app.include_router(draw.router)  # seed 000: /v1/draw
     app.include_router(openai_images.router)  # OpenAI: /v1/images/generations, edits, variations
+    app.include_router(modelslab.router)  # seed 003: /api/v3/..., /api/v4/dreambooth/...
     for prefix in a1111.PREFIXES:  # seed 001 / A1111: /sdapi/v1 and the gateway's /v1/sdapi/v1
         app.include_router(a1111.router, prefix=prefix)
 

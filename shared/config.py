@@ -42,6 +42,33 @@ class Settings(BaseSettings):
     max_body_bytes: int = 25 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
 
+    # Jobs (the ModelsLab shape's processing / fetch flow)
+    jobs_db: Path = Path(".sdgate/jobs.sqlite3")  # local job store; survives restarts
+    sync_wait_seconds: float = Field(20.0, ge=0)  # answer "processing" after this long
+    job_timeout_seconds: float = Field(600.0, gt=0)  # a job still processing then has failed
+    spam_window_seconds: float = Field(30.0, ge=0)  # same key + same body within it: refused
+
+    # Webhooks (Standard Webhooks signing; whsec_<base64> secret, unsigned when unset)
+    webhook_secret: str | None = None
+    webhook_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(2.0, ge=0)  # doubled after each failed attempt
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+
+    # Outbound URLs (webhooks, init_image / mask_image downloads): SSRF guard and caps
+    allow_private_urls: bool = False  # true: loopback / private targets allowed (local dev)
+    allowed_private_hosts: str = ""  # comma-separated ip:port exempt from the guard (tests)
+    fetch_max_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    fetch_timeout_seconds: float = Field(20.0, gt=0)
+    fetch_max_redirects: int = Field(5, ge=0, le=20)
+
+    # ModelsLab's enhance_prompt: these terms are appended to the prompt
+    enhance_prompt_suffix: str = ("highly detailed, sharp focus, intricate details, "
+                                  "professional lighting, best quality")
+
+    def private_host_allowlist(self) -> set[str]:
+        """`allowed_private_hosts` as a set of "ip:port" strings."""
+        return {h.strip() for h in self.allowed_private_hosts.split(",") if h.strip()}
+
     def keys(self) -> list[str]:
         """The configured API keys as a list."""
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

@@ -5,6 +5,7 @@
      |    +-- ValidationFailed     one or more fields out of range / missing
      |    +-- BadImage             not a PNG/JPEG/WebP, broken base64, too many pixels
      |    +-- Unsupported          a feature sdgate refuses rather than ignores
+     |    +-- UrlRefused           a webhook / image URL aimed at a private address (SSRF)
      +-- Unauthorized              missing or wrong API key
      +-- NotFound
      |    +-- ModelNotFound
@@ -67,6 +68,12 @@ class Unsupported(InvalidRequest):
     """A feature sdgate does not offer here; refused, never silently ignored."""
 
     code = "unsupported"
+
+
+class UrlRefused(InvalidRequest):
+    """An outbound URL that resolves to a loopback, private or otherwise non-public address."""
+
+    code = "url_refused"
 
 
 class Unauthorized(SdgateError):

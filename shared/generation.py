@@ -32,6 +32,22 @@ class OutputFormat(str, enum.Enum):
     webp = "webp"
 
 
+class NsfwAction(str, enum.Enum):
+    """What replaces an image the safety checker flags."""
+
+    black = "black"
+    blur = "blur"
+    pixelate = "pixelate"
+    sensitive_content_text = "sensitive_content_text"  # black with a "sensitive content" label
+
+
+class Variant(str, enum.Enum):
+    """A text-to-image pipeline derived from the loaded model instead of the plain one."""
+
+    panorama = "panorama"  # MultiDiffusion (StableDiffusionPanoramaPipeline)
+    self_attention = "self_attention"  # self-attention guidance (StableDiffusionSAGPipeline)
+
+
 MIME = {OutputFormat.png: "image/png", OutputFormat.jpeg: "image/jpeg",
         OutputFormat.webp: "image/webp"}
 
@@ -87,11 +103,13 @@ class GenerationRequest(BaseModel):
     clip_skip: int = Field(1, ge=1, le=12)
     output_format: OutputFormat = OutputFormat.png
     safety_checker: bool = False
+    safety_checker_type: NsfwAction = NsfwAction.black
+    variant: Variant | None = None  # txt2img only
+    loras: list[LoraRef] = Field(default_factory=list)  # besides <lora:name:w> prompt tags
     # Free-form extras a dialect wants recorded in the image's infotext.
     extra_params: dict[str, str] = Field(default_factory=dict)
     # -- A1111 semantics (seed 001 / issue 4); any dialect may use them --
     batch_size: int | None = Field(None, ge=1, le=64)  # images per pipeline call; None: all
-    loras: list[LoraRef] = Field(default_factory=list)  # besides <lora:name:w> prompt tags
     tiling: bool = False  # seamless textures: circular padding in every conv layer
     hires: HiresFix | None = None
     eta: float | None = Field(None, ge=0.0, le=1.0)  # DDIM's eta (others ignore it)
@@ -110,6 +128,8 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"{self.mode.value} needs an init image")
         if self.mode is Mode.inpaint and self.mask is None:
             raise ValueError("inpaint needs a mask")
+        if self.variant is not None and self.mode is not Mode.txt2img:
+            raise ValueError(f"{self.variant.value} is a text-to-image pipeline")
         return self
 
     @model_validator(mode="after")

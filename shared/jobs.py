@@ -7,8 +7,12 @@ JSON-able dicts (Job.model_dump(mode="json")), so any key-value store can implem
 from __future__ import annotations
 
 import enum
+import json
+import sqlite3
 import threading
 import time
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, Field
@@ -37,6 +41,16 @@ class Job(BaseModel):
     track_id: str | None = None
     webhook_status: str | None = None
     call_id: str | None = None  # the running work's handle (Modal FunctionCall id); jobrunner.py
+    # -- added for the runner (shared/jobrunner.py) --
+    internal: dict | None = None  # the GenerationRequest as JSON (images base64), to re-run
+    keep_bytes: bool = False  # the dialect wants the images' bytes (base64 output)
+    images_base64: list[str] = Field(default_factory=list)  # set when keep_bytes
+    finished: float | None = None  # unix time of success / failure
+
+    def overdue(self, now: float | None = None) -> bool:
+        """Still processing after its deadline."""
+        return (self.status is JobStatus.processing and self.deadline > 0
+                and (now or time.time()) > self.deadline)
 
 
 class JobStore(Protocol):
@@ -62,3 +76,56 @@ class MemoryJobStore:
     def put(self, job: Job) -> None:
         with self._lock:
             self._jobs[job.id] = job.model_dump(mode="json")
+
+    def processing(self) -> list[Job]:
+        """Jobs still processing (start-up recovery and the deadline watchdog)."""
+        with self._lock:
+            rows = [d for d in self._jobs.values() if d["status"] == JobStatus.processing.value]
+        return [Job.model_validate(d) for d in rows]
+
+
+class SqliteJobStore:
+    """A SQLite file: job state survives a server restart. One connection per call (threads)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL,"
+                       " data TEXT NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status)")
+
+    @contextmanager
+    def _connect(self):
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            with db:  # commits, or rolls back on error
+                yield db
+        finally:
+            db.close()
+
+    def get(self, job_id: str) -> Job | None:
+        with self._connect() as db:
+            row = db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.model_validate_json(row[0]) if row else None
+
+    def put(self, job: Job) -> None:
+        data = json.dumps(job.model_dump(mode="json"))
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO jobs (id, status, data) VALUES (?, ?, ?)",
+                       (job.id, job.status.value, data))
+
+    def processing(self) -> list[Job]:
+        """Jobs still processing (start-up recovery and the deadline watchdog)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT data FROM jobs WHERE status = ?",
+                              (JobStatus.processing.value,)).fetchall()
+        return [Job.model_validate_json(r[0]) for r in rows]
+
+
+def make_job_store(settings) -> JobStore:
+    """The local job store the settings ask for: a SQLite file, or memory for ":memory:"."""
+    if str(settings.jobs_db) in ("", ":memory:"):
+        return MemoryJobStore()
+    return SqliteJobStore(settings.jobs_db)

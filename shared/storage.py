@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import re
@@ -29,9 +28,9 @@ def new_job_id() -> str:
 
 
 def image_key(job_id: str, index: int, ext: str) -> str:
-    """Object key of image `index` of a job: unique per job and image, grouped by day."""
-    day = dt.datetime.now(dt.timezone.utc).strftime("%Y/%m/%d")
-    return f"{day}/{job_id}/{index}.{ext}"
+    """Object key of image `index` of a job: unique per job and image, and a function of the job
+    alone (no date), so the URLs promised before a job runs (future_links) are the final ones."""
+    return f"{job_id}/{index}.{ext}"
 
 
 class Storage(Protocol):

@@ -50,7 +50,7 @@ def make_settings(models_dir, tmp_path):
 
     def make(**kw):
         base = dict(models_dir=models_dir, output_dir=tmp_path / "outputs",
-                    public_url="http://testserver")
+                    public_url="http://testserver", jobs_db=tmp_path / "jobs.sqlite3")
         base.update(kw)
         return Settings(_env_file=None, **base)
 

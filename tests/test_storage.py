@@ -57,3 +57,7 @@ def test_s3_down_fails_cleanly_after_retries():
     store = s3(f"http://127.0.0.1:{free_port()}", "nobucket", s3_upload_attempts=2)
     with pytest.raises(StorageFailed, match="could not upload"):
         store.put("k/0.png", b"x", "image/png")
+
+
+def test_key_depends_only_on_the_job():
+    assert image_key("job1", 2, "png") == image_key("job1", 2, "png") == "job1/2.png"

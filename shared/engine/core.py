@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import secrets
@@ -10,11 +11,11 @@ import time
 from PIL import Image
 
 from shared import images as imgs
-from shared.engine import (embeddings, hires, loras, masking, prompts, resize, samplers,
+from shared.engine import (embeddings, hires, loras, masking, prompts, resize, safety, samplers,
                            tiling)
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
 from shared.engine.registry import ModelRegistry
-from shared.errors import GenerationFailed, InvalidRequest, SdgateError
+from shared.errors import GenerationFailed, InvalidRequest, SdgateError, Unsupported
 from shared.generation import (MIME, SEED_BOUND, GeneratedImage, GenerationRequest,
                                GenerationResult, Mode)
 from shared.infotext import format_infotext, request_params
@@ -58,6 +59,7 @@ class Engine:
         self.device, self.dtype = pick_device(device)
         self.cache = PipelineCache(self.device, self.dtype, max_loaded, registry.native_size)
         self.max_image_pixels = max_image_pixels
+        self.shared_checker = safety.SharedChecker(registry.root)
 
     # -- public -------------------------------------------------------------------------------
     def warm(self, model: str | None = None) -> LoadedModel:
@@ -193,6 +195,7 @@ class Engine:
         """One pipeline call for a batch (and its hires pass): PIL images and NSFW flags."""
         import torch
 
+        checker = self._checker(loaded) if req.safety_checker else None
         w, h = ceil8(req.width), ceil8(req.height)
         mode, plan, init = req.mode, None, None
         if mode is not Mode.txt2img:
@@ -204,7 +207,7 @@ class Engine:
                                 full_res=req.inpaint_full_res,
                                 padding=req.inpaint_full_res_padding)
             mode = Mode.inpaint if plan else Mode.img2img  # empty mask: upstream does img2img
-        pipe = loaded.pipeline(mode)
+        pipe = loaded.variant(req.variant) if req.variant else loaded.pipeline(mode)
         pipe.scheduler = loaded.scheduler(spec)
         kwargs = dict(num_inference_steps=req.steps, guidance_scale=req.guidance,
                       output_type="pil", callback_on_step_end=task.on_step_end,
@@ -212,6 +215,8 @@ class Engine:
                                        len(seeds)))
         if req.eta is not None:
             kwargs["eta"] = req.eta
+        if "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
+            del kwargs["callback_on_step_end"]  # SAG: no step progress or interrupt
         if mode is Mode.txt2img:
             kwargs.update(self._txt2img_inputs(pipe, req, seeds, subseeds, w, h))
             if req.hires and hires.upscaler(req.hires.upscaler).latent:
@@ -238,6 +243,8 @@ class Engine:
             out = self._hires(loaded, hr_spec, req, prompt, out, seeds, task)
         if plan is not None:
             out = [plan.finish(img) for img in out]
+        if checker is not None:
+            return safety.screen(checker, out, req.safety_checker_type, self.device)
         nsfw = list(getattr(result, "nsfw_content_detected", None) or [False] * len(seeds))
         return out, nsfw
 
@@ -279,6 +286,16 @@ class Engine:
         out = pipe(**kwargs).images
         task.end_call()
         return out
+
+    def _checker(self, loaded: LoadedModel) -> safety.Checker:
+        """The model's own safety checker, else the shared one; refused if there is neither."""
+        if loaded.safety_checker is not None and loaded.feature_extractor is not None:
+            return safety.Checker(loaded.safety_checker, loaded.feature_extractor)
+        shared = self.shared_checker.get()
+        if shared is None:
+            raise Unsupported(f"safety checker requested, but {loaded.info.name} has none and "
+                              f"{self.shared_checker.path} does not exist", param="safety_checker")
+        return shared
 
     def _infotext(self, req: GenerationRequest, info, sampler: str, seed: int, subseed: int) -> str:
         params = {"Steps": req.steps, "Sampler": sampler, "CFG scale": req.guidance, "Seed": seed,

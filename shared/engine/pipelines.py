@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from shared.engine import samplers
 from shared.engine.registry import ModelInfo
-from shared.errors import GenerationFailed
-from shared.generation import Mode
+from shared.errors import GenerationFailed, Unsupported
+from shared.generation import Mode, Variant
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,22 @@ class LoadedModel:
             self.derived[mode] = auto.from_pipe(self.pipe)
             self.derived[mode].set_progress_bar_config(disable=True)
         return self.derived[mode]
+
+    def variant(self, variant: Variant):
+        """A panorama / self-attention guidance pipeline sharing the loaded weights (SD 1.x/2.x)."""
+        if variant not in self.derived:
+            from diffusers import (StableDiffusionPanoramaPipeline, StableDiffusionPipeline,
+                                   StableDiffusionSAGPipeline)
+
+            if not isinstance(self.pipe, StableDiffusionPipeline):
+                raise Unsupported(f"{variant.value} needs a Stable Diffusion 1.x/2.x model; "
+                                  f"{self.info.name} is a {type(self.pipe).__name__}",
+                                  param=variant.value)
+            cls = {Variant.panorama: StableDiffusionPanoramaPipeline,
+                   Variant.self_attention: StableDiffusionSAGPipeline}[variant]
+            self.derived[variant] = cls.from_pipe(self.pipe)
+            self.derived[variant].set_progress_bar_config(disable=True)
+        return self.derived[variant]
 
     def scheduler(self, spec: samplers.SamplerSpec | None):
         """The scheduler for a sampler spec (the model's own for None), built once."""

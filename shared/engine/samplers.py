@@ -47,7 +47,7 @@ SCHEDULE_LABELS = {"automatic": "Automatic", "uniform": "Uniform", "karras": "Ka
                    "simple": "Simple"}
 
 DIFFUSERS_CLASSES = sorted({cls for cls, _ in A1111_SAMPLERS.values()} | {
-    "DPMSolverSDEScheduler", "TCDScheduler"})
+    "DPMSolverSDEScheduler", "TCDScheduler", "DDPMScheduler"})
 
 _BY_LOWER = {k.lower(): k for k in A1111_SAMPLERS}
 _CLASS_LOWER = {c.lower(): c for c in DIFFUSERS_CLASSES}

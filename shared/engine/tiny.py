@@ -80,12 +80,42 @@ def build_components(seed: int = 0) -> dict:
                 image_encoder=None)
 
 
+def build_safety_checker(seed: int = 0):
+    """A tiny StableDiffusionSafetyChecker (random CLIP vision tower) and its image processor.
+
+    Its concept thresholds are above any cosine similarity, so it never flags on its own; tests
+    lower them (to -2, below any similarity) to make it flag every image.
+    """
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                         num_hidden_layers=2, vocab_size=99, bos_token_id=0,
+                         eos_token_id=1, pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                           num_hidden_layers=2, image_size=32, patch_size=4),
+        projection_dim=32,
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(2.0)
+        checker.special_care_embeds_weights.fill_(2.0)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return checker, processor
+
+
 def write_tiny_model(out: Path, seed: int = 0) -> Path:
     """Save the tiny pipeline to `out` with save_pretrained (diffusers layout)."""
     from diffusers import StableDiffusionPipeline
 
     out = Path(out)
-    pipe = StableDiffusionPipeline(**build_components(seed), requires_safety_checker=False)
+    checker, processor = build_safety_checker(seed)
+    components = {**build_components(seed), "safety_checker": checker,
+                  "feature_extractor": processor}
+    pipe = StableDiffusionPipeline(**components, requires_safety_checker=True)
     pipe.save_pretrained(out, safe_serialization=True)
     (out / "SDGATE_TINY").write_text("random weights: draws noise, for tests and local runs\n")
     return out

@@ -1,0 +1,182 @@
+"""Seed 003: the stablediffusionapi.com / ModelsLab API (v3 and v4 dreambooth), key in the body.
+
+Every generation is a job: answered `success` when it ends within the synchronous wait
+(SDGATE_SYNC_WAIT_SECONDS), else `processing` with `fetch_result` and `future_links`; the job
+runner finishes it in the background and calls the `webhook`, if any.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Request
+
+from shared.backend import planned_urls
+from shared.dialects.base import backend, check_key, dialect_route, header_key, read_fields
+from shared.dialects.modelslab.protocol import (FetchRequest, Img2ImgRequest, InpaintRequest,
+                                                Text2ImgRequest, parse, refuse)
+from shared.dialects.modelslab.render import DIALECT, job_body, render_error
+from shared.dialects.modelslab.spam import SpamFilter
+from shared.errors import FieldError, JobNotFound, ModelNotFound, ValidationFailed
+from shared.generation import GenerationRequest
+from shared.images import b64decode_strict, check_image
+from shared.jobs import Job
+from shared.netguard import Guard, check_url, fetch
+from shared.storage import make_storage
+
+router = APIRouter(route_class=dialect_route(render_error), tags=["seed 003: ModelsLab"])
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _yn(v: bool) -> str:
+    return "yes" if v else "no"
+
+
+async def _authorised(request: Request) -> dict:
+    data = await read_fields(request)
+    key = data.get("key")
+    check_key(request, str(key) if key not in (None, "") else header_key(request))
+    await request.app.state.jobs.start()  # restart recovery, if the lifespan did not run it
+    return data
+
+
+def _spam(request: Request) -> SpamFilter:
+    state = request.app.state
+    if getattr(state, "modelslab_spam", None) is None:
+        state.modelslab_spam = SpamFilter(state.settings.spam_window_seconds)
+    return state.modelslab_spam
+
+
+async def _image(value: str, field: str, guard: Guard, max_pixels: int) -> bytes:
+    """init_image / mask_image: a URL (downloaded through the SSRF guard) or base64."""
+    if value.lower().startswith(("http://", "https://")):
+        data = await fetch(value, guard, field)
+    else:
+        data = b64decode_strict(value, field)
+    return check_image(data, max_pixels, field)
+
+
+def _new_id(store) -> str:
+    """A numeric id like upstream's, below 2**53 so JavaScript clients keep it exact."""
+    while True:
+        job_id = str(10**15 + secrets.randbelow(2**53 - 10**15))
+        if store.get(job_id) is None:
+            return job_id
+
+
+def _meta(req: Text2ImgRequest, internal: GenerationRequest, job_id: str) -> dict:
+    """Upstream's meta keys, as this request will run."""
+    out = {
+        "H": req.height, "W": req.width, "base64": _yn(req.base64),
+        "clip_skip": req.clip_skip, "embeddings_model": req.embeddings_model,
+        "enhance_prompt": _yn(req.enhance_prompt), "file_prefix": job_id,
+        "guidance_scale": req.guidance_scale, "lora_model": req.lora_model,
+        "lora_strength": req.lora_strength, "model": req.model_id or "",
+        "multi_lingual": _yn(req.multi_lingual), "n_samples": req.samples,
+        "negative_prompt": req.negative_prompt, "panorama": _yn(req.panorama),
+        "prompt": internal.prompt, "safety_checker": _yn(req.safety_checker),
+        "safety_checker_type": req.safety_checker_type.value,
+        "scheduler": req.scheduler or "default", "seed": internal.seed,
+        "self_attention": _yn(req.self_attention), "steps": req.num_inference_steps,
+        "tomesd": _yn(req.tomesd), "track_id": req.track_id, "upscale": _yn(req.upscale),
+        "use_karras_sigmas": _yn(req.use_karras_sigmas), "vae": "default",
+        "webhook": req.webhook, "algorithm_type": req.algorithm_type,
+    }
+    if isinstance(req, Img2ImgRequest):
+        out["strength"] = req.strength
+        out["init_image"] = req.init_image if req.init_image.startswith("http") else "base64"
+    if isinstance(req, InpaintRequest):
+        out["mask_image"] = req.mask_image if req.mask_image.startswith("http") else "base64"
+    return out
+
+
+def _fetch_url(request: Request, version: str, job_id: str) -> str:
+    base = request.app.state.settings.public_url.rstrip("/")
+    path = f"/api/v3/fetch/{job_id}" if version == "v3" else f"/api/v4/dreambooth/fetch/{job_id}"
+    return base + path
+
+
+async def _generate(request: Request, model_cls: type[Text2ImgRequest], version: str) -> dict:
+    settings = request.app.state.settings
+    data = await _authorised(request)
+    _spam(request).check(data)
+    req = parse(model_cls, data)
+    if version == "v4" and not req.model_id:
+        raise ModelNotFound("Model id not found", param="model_id")
+    refuse(req.refusals())
+    be = backend(request)
+    be.native_size(req.model_id)  # an unknown model_id fails now, not in the background
+    guard = Guard.from_settings(settings)
+    if req.webhook:
+        await check_url(req.webhook, guard, "webhook")
+    images = {}
+    if isinstance(req, Img2ImgRequest):
+        images["init_image"] = await _image(req.init_image, "init_image", guard,
+                                            settings.max_image_pixels)
+    if isinstance(req, InpaintRequest):
+        images["mask"] = await _image(req.mask_image, "mask_image", guard,
+                                      settings.max_image_pixels)
+    internal = req.to_internal(req.model_id, settings.enhance_prompt_suffix, **images)
+
+    runner = request.app.state.jobs
+    job_id = _new_id(runner.store)
+    storage = getattr(be, "storage", None) or make_storage(settings)
+    job = Job(id=job_id, dialect=DIALECT, eta=runner.eta(), keep_bytes=req.base64,
+              future_links=planned_urls(storage, job_id, internal.num_images),
+              webhook=req.webhook, track_id=None if req.track_id is None else str(req.track_id),
+              request={"version": version, "meta": _meta(req, internal, job_id),
+                       "fetch_result": _fetch_url(request, version, job_id)})
+    runner.submit(job, internal)
+    return job_body(await runner.wait(job_id, settings.sync_wait_seconds))
+
+
+async def _fetch(request: Request, job_id: str | None) -> dict:
+    data = await _authorised(request)
+    if job_id is None:
+        job_id = parse(FetchRequest, data).request_id
+    if job_id in (None, ""):
+        raise ValidationFailed("request_id", fields=[FieldError(
+            "request_id", "The request id field is required.")])
+    job = request.app.state.jobs.get(str(job_id).strip())
+    if job is None or job.dialect != DIALECT:
+        raise JobNotFound("Request not found")
+    return job_body(job)
+
+
+def _generator(model_cls: type[Text2ImgRequest], version: str):
+    async def endpoint(request: Request):
+        return await _generate(request, model_cls, version)
+    endpoint.__name__ = f"{version}_{model_cls.mode.value}"
+    return endpoint
+
+
+async def fetch_by_path(request: Request, job_id: str):
+    return await _fetch(request, job_id)
+
+
+async def fetch_by_body(request: Request):
+    return await _fetch(request, None)
+
+
+async def system_load(request: Request):
+    await _authorised(request)
+    runner = request.app.state.jobs
+    queue = runner.queue()
+    return {"queue_num": queue, "queue_time": runner.eta() if queue else 0, "status": "ok"}
+
+
+# -- routes, one block (all POST, as upstream) ---------------------------------------------------
+ROUTES = [
+    ("/api/v3/text2img", _generator(Text2ImgRequest, "v3")),
+    ("/api/v3/img2img", _generator(Img2ImgRequest, "v3")),
+    ("/api/v3/inpaint", _generator(InpaintRequest, "v3")),
+    ("/api/v3/fetch/{job_id}", fetch_by_path),
+    ("/api/v3/system_load", system_load),
+    ("/api/v4/dreambooth", _generator(Text2ImgRequest, "v4")),
+    ("/api/v4/dreambooth/img2img", _generator(Img2ImgRequest, "v4")),
+    ("/api/v4/dreambooth/inpaint", _generator(InpaintRequest, "v4")),
+    ("/api/v4/dreambooth/fetch", fetch_by_body),  # {"key", "request_id"}
+    ("/api/v4/dreambooth/fetch/{job_id}", fetch_by_path),  # what v4's fetch_result points at
+]
+for _path, _endpoint in ROUTES:
+    router.add_api_route(_path, _endpoint, methods=["POST"])

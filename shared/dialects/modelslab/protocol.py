@@ -1,0 +1,260 @@
+"""Seed 003 request bodies (stablediffusionapi.com / ModelsLab v3 and v4 dreambooth), field for field.
+
+Upstream: ../shared/seeds/003, stablediffusionapi.com/docs (v3 text2img / img2img / inpaint, v4
+dreambooth). Clients send numbers as strings ("512") and switches as "yes"/"no": both are
+accepted, and a null or "" value means the upstream default. Validation messages are upstream's
+(Laravel's) wording: {"prompt": ["The prompt field is required."]}.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticUseDefault
+
+from shared.engine import samplers
+from shared.errors import FieldError, SamplerNotFound, Unsupported, ValidationFailed
+from shared.generation import (SEED_BOUND, GenerationRequest, LoraRef, Mode, NsfwAction,
+                                Variant)
+
+MAX_SIDE = 1024
+MAX_SAMPLES = 4
+MAX_STEPS = 51  # the v3 docs say 1-50; the v4 docs list 21, 31, 41 and 51
+
+# diffusers schedulers that take `use_karras_sigmas` (tests check this against diffusers)
+KARRAS_CAPABLE = frozenset({
+    "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler"})
+# algorithm_type values: DPMSolverMultistepScheduler's default, and its SDE variant (A1111 name)
+ALGORITHMS = {"dpmsolver++": None, "sde-dpmsolver++": "DPM++ 2M SDE"}
+
+_YES = {"yes", "true", "1", "on"}
+_NO = {"no", "false", "0", "off"}
+
+
+def _blank_is_default(v: Any) -> Any:
+    """null and "" mean "not given": the field's default applies."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        raise PydanticUseDefault()
+    return v.strip() if isinstance(v, str) else v
+
+
+def _switch(v: Any) -> Any:
+    v = _blank_is_default(v)
+    if isinstance(v, bool):
+        return v
+    if str(v).lower() in _YES:
+        return True
+    if str(v).lower() in _NO:
+        return False
+    return v  # pydantic reports it
+
+
+Switch = Annotated[bool, BeforeValidator(_switch)]
+Blank = BeforeValidator(_blank_is_default)
+
+
+class Text2ImgRequest(BaseModel):
+    """POST /api/v3/text2img and /api/v4/dreambooth."""
+
+    model_config = ConfigDict(extra="allow")  # upstream's other knobs are logged, not fatal
+
+    key: str | None = None
+    model_id: Annotated[str | None, Blank] = None  # v4; required there
+    prompt: Annotated[str, Field(min_length=1)]
+    negative_prompt: Annotated[str, Blank] = ""
+    width: Annotated[int, Blank, Field(ge=8, le=MAX_SIDE)] = 512
+    height: Annotated[int, Blank, Field(ge=8, le=MAX_SIDE)] = 512
+    samples: Annotated[int, Blank, Field(ge=1, le=MAX_SAMPLES)] = 1
+    num_inference_steps: Annotated[int, Blank, Field(ge=1, le=MAX_STEPS)] = 20
+    guidance_scale: Annotated[float, Blank, Field(ge=1, le=20)] = 7.5
+    seed: Annotated[int | None, Blank, Field(ge=0, le=2**32 - 1)] = None  # null: random
+    safety_checker: Switch = True
+    safety_checker_type: Annotated[NsfwAction, Blank] = NsfwAction.black
+    enhance_prompt: Switch = True
+    multi_lingual: Switch = False
+    panorama: Switch = False
+    self_attention: Switch = False
+    upscale: Switch = False
+    embeddings_model: Annotated[str | None, Blank] = None
+    lora_model: Annotated[str | None, Blank] = None  # comma-separated
+    lora_strength: Annotated[str | float | None, Blank] = None  # one value, or one per LoRA
+    scheduler: Annotated[str | None, Blank] = None  # a diffusers class name
+    use_karras_sigmas: Switch = True
+    algorithm_type: Annotated[str | None, Blank] = None
+    vae: Annotated[str | None, Blank] = None
+    clip_skip: Annotated[int, Blank, Field(ge=1, le=8)] = 1
+    tomesd: Switch = False  # upstream default "yes"; see docs/modelslab.md
+    webhook: Annotated[str | None, Blank] = None
+    track_id: Annotated[str | int | None, Blank] = None
+    base64: Switch = False
+
+    mode: ClassVar[Mode] = Mode.txt2img
+
+    def refusals(self) -> list[FieldError]:
+        """Switches sdgate cannot honour here: refused, never silently ignored."""
+        out = []
+        if self.multi_lingual:
+            out.append(FieldError("multi_lingual", "Translating prompts needs a translation "
+                                  "model, which sdgate does not ship; send prompts in English "
+                                  "with multi_lingual \"no\"."))
+        if self.upscale:
+            out.append(FieldError("upscale", "Upscaling needs an upscaler model, which this "
+                                  "server does not have; send upscale \"no\"."))
+        if self.tomesd:
+            out.append(FieldError("tomesd", "Token merging (tomesd) does not support this "
+                                  "server's diffusers version; send tomesd \"no\"."))
+        if self.vae:
+            out.append(FieldError("vae", "Custom VAEs are not available; the model's own VAE "
+                                  "is used. Send vae null."))
+        if self.panorama and self.self_attention:
+            out.append(FieldError("panorama", "panorama and self_attention cannot be combined."))
+        if self.mode is not Mode.txt2img:
+            for name in ("panorama", "self_attention"):
+                if getattr(self, name):
+                    out.append(FieldError(name, f"{name} is available for text to image only."))
+        return out
+
+    def sampler(self) -> tuple[str | None, str | None]:
+        """(sampler, schedule type) for the engine, from scheduler / algorithm_type / karras."""
+        name = self.scheduler
+        algo = (self.algorithm_type or "").lower()
+        if algo and algo != "none":
+            if algo not in ALGORITHMS or (name or "") != "DPMSolverMultistepScheduler":
+                raise ValidationFailed("algorithm_type", fields=[FieldError(
+                    "algorithm_type", "The algorithm type must be dpmsolver++ or sde-dpmsolver++ "
+                    "and needs the DPMSolverMultistepScheduler scheduler.")])
+            name = ALGORITHMS[algo] or name
+        karras = self.use_karras_sigmas and (self.scheduler or "") in KARRAS_CAPABLE
+        schedule = "karras" if karras else None
+        try:
+            samplers.resolve(name, schedule)
+        except SamplerNotFound as e:
+            raise ValidationFailed(e.message, fields=[FieldError(
+                "scheduler", "The selected scheduler is invalid.")]) from e
+        return name, schedule
+
+    def loras(self) -> list[LoraRef]:
+        """lora_model "a,b" with lora_strength "0.6" (for all) or "0.6,0.9" (one each)."""
+        names = [n.strip() for n in (self.lora_model or "").split(",") if n.strip()]
+        if not names:
+            return []
+        raw = str(self.lora_strength) if self.lora_strength is not None else "1"
+        try:
+            weights = [float(w) for w in raw.split(",") if w.strip()]
+        except ValueError:
+            weights = []
+        if len(weights) == 1:
+            weights *= len(names)
+        if len(weights) != len(names) or not all(-10 <= w <= 10 for w in weights):
+            raise ValidationFailed("lora_strength", fields=[FieldError(
+                "lora_strength", "The lora strength must be one number, or one per lora model "
+                "(comma-separated), each between -10 and 10.")])
+        return [LoraRef(name=n, weight=w) for n, w in zip(names, weights)]
+
+    def effective_prompt(self, enhance_suffix: str) -> str:
+        """The prompt the engine gets: enhance_prompt appends sdgate's fixed quality terms."""
+        if self.enhance_prompt and enhance_suffix:
+            return f"{self.prompt}, {enhance_suffix}"
+        return self.prompt
+
+    def to_internal(self, model: str | None, enhance_suffix: str, **images) -> GenerationRequest:
+        """The engine request; a null seed becomes a fixed random one now, so re-runs agree."""
+        sampler, schedule = self.sampler()
+        variant = (Variant.panorama if self.panorama else
+                   Variant.self_attention if self.self_attention else None)
+        seed = self.seed if self.seed is not None else secrets.randbelow(SEED_BOUND)
+        try:
+            return GenerationRequest(
+                mode=self.mode, model=model, prompt=self.effective_prompt(enhance_suffix),
+                negative_prompt=self.negative_prompt, width=self.width, height=self.height,
+                steps=self.num_inference_steps, guidance=self.guidance_scale, sampler=sampler,
+                scheduler=schedule, seed=seed, num_images=self.samples,
+                clip_skip=self.clip_skip, safety_checker=self.safety_checker,
+                safety_checker_type=self.safety_checker_type, variant=variant,
+                loras=self.loras(),
+                strength=getattr(self, "strength", 0.75), **images)
+        except ValidationError as e:
+            raise ValidationFailed("invalid request", fields=laravel_errors(e)) from e
+
+
+class Img2ImgRequest(Text2ImgRequest):
+    """POST /api/v3/img2img and /api/v4/dreambooth/img2img: adds init_image and strength."""
+
+    init_image: Annotated[str, Field(min_length=1)]  # a URL, or base64
+    strength: Annotated[float, Blank, Field(ge=0, le=1)] = 0.7
+
+    mode: ClassVar[Mode] = Mode.img2img
+
+
+class InpaintRequest(Img2ImgRequest):
+    """POST /api/v3/inpaint and /api/v4/dreambooth/inpaint: adds mask_image (white = repaint)."""
+
+    mask_image: Annotated[str, Field(min_length=1)]
+
+    mode: ClassVar[Mode] = Mode.inpaint
+
+
+class FetchRequest(BaseModel):
+    """POST /api/v3/fetch/{id} and /api/v4/dreambooth/fetch ({key, request_id})."""
+
+    model_config = ConfigDict(extra="allow")
+
+    key: str | None = None
+    request_id: Annotated[str | int | None, Blank] = None
+
+
+# -- Laravel-style validation messages -----------------------------------------------------------
+# pydantic error type -> upstream's message ({field} is the name with spaces, others from ctx)
+MESSAGES = {
+    "missing": "The {field} field is required.",
+    "string_too_short": "The {field} field is required.",
+    "less_than_equal": "The {field} must not be greater than {le}.",
+    "less_than": "The {field} must be less than {lt}.",
+    "greater_than_equal": "The {field} must be at least {ge}.",
+    "greater_than": "The {field} must be greater than {gt}.",
+    "int_parsing": "The {field} must be an integer.",
+    "int_type": "The {field} must be an integer.",
+    "int_from_float": "The {field} must be an integer.",
+    "float_parsing": "The {field} must be a number.",
+    "float_type": "The {field} must be a number.",
+    "bool_parsing": "The {field} field must be yes or no.",
+    "bool_type": "The {field} field must be yes or no.",
+    "enum": "The selected {field} is invalid.",
+    "literal_error": "The selected {field} is invalid.",
+    "string_type": "The {field} must be a string.",
+}
+
+
+def _message(err: dict) -> str:
+    field = str(err["loc"][0]).replace("_", " ") if err.get("loc") else "request"
+    template = MESSAGES.get(err.get("type", ""), "The {field} is invalid.")
+    return template.format(field=field, **(err.get("ctx") or {}))
+
+
+def laravel_errors(exc: ValidationError) -> list[FieldError]:
+    """pydantic's errors as one FieldError per problem, in upstream's wording."""
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if not str(p).isdigit()]
+        out.append(FieldError(loc[0] if loc else "request", _message(err)))
+    return out
+
+
+def parse(model: type[BaseModel], data: dict):
+    """Validate a body into a request model, with upstream's per-field messages."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        fields = laravel_errors(e)
+        raise ValidationFailed("; ".join(f.message for f in fields), fields=fields) from e
+
+
+def refuse(fields: list[FieldError]) -> None:
+    """Raise Unsupported listing every refused switch, if any."""
+    if fields:
+        raise Unsupported("; ".join(f.message for f in fields), param=fields[0].field,
+                          fields=fields)
