@@ -70,3 +70,9 @@ class LocalBackend:
     def registry(self):
         """The model registry (model lists), as RemoteBackend has one too."""
         return self.engine.registry
+
+    def memory(self) -> dict:
+        """GPU memory of this process (A1111's /memory)."""
+        from shared.engine.stats import cuda_memory
+
+        return cuda_memory()

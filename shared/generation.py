@@ -62,6 +62,22 @@ class LoraRef(BaseModel):
     unet_weight: float | None = Field(None, ge=-10.0, le=10.0)
 
 
+class HiresFix(BaseModel):
+    """A second img2img pass over the upscaled first-pass image (A1111's "hires fix")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    width: int = Field(ge=8, le=4096)  # final size: the first pass is upscaled to cover it, then
+    height: int = Field(ge=8, le=4096)  # centre-cropped
+    steps: int | None = Field(None, ge=1, le=500)  # None: the first pass's steps
+    strength: float = Field(0.7, gt=0.0, le=1.0)
+    upscaler: str = "Latent"  # a latent mode ("Latent", "Latent (bicubic)", ...), "Lanczos", ...
+    sampler: str | None = None  # None: the first pass's sampler and schedule type
+    scheduler: str | None = None
+    prompt: str | None = None  # None: the first pass's prompts
+    negative_prompt: str | None = None
+
+
 class GenerationRequest(BaseModel):
     """What to generate, in engine terms. Defaults live here and nowhere else."""
 
@@ -92,6 +108,19 @@ class GenerationRequest(BaseModel):
     loras: list[LoraRef] = Field(default_factory=list)  # besides <lora:name:w> prompt tags
     # Free-form extras a dialect wants recorded in the image's infotext.
     extra_params: dict[str, str] = Field(default_factory=dict)
+    # -- A1111 semantics (seed 001 / issue 4); any dialect may use them --
+    batch_size: int | None = Field(None, ge=1, le=64)  # images per pipeline call; None: all
+    tiling: bool = False  # seamless textures: circular padding in every conv layer
+    hires: HiresFix | None = None
+    eta: float | None = Field(None, ge=0.0, le=1.0)  # DDIM's eta (others ignore it)
+    seed_resize_from: tuple[int, int] | None = None  # (w, h): draw the noise at this size
+    resize_mode: int = Field(0, ge=0, le=3)  # init image: 0 stretch, 1 crop, 2 fill, 3 latent
+    mask_blur: tuple[int, int] = (0, 0)  # Gaussian blur (x, y) of the mask, pixels
+    mask_invert: bool = False  # repaint the black part of the mask instead
+    inpainting_fill: int = Field(1, ge=0, le=3)  # 0 fill, 1 original, 2 latent noise, 3 nothing
+    inpaint_full_res: bool = False  # repaint only the masked region, at full resolution
+    inpaint_full_res_padding: int = Field(0, ge=0, le=1024)
+    task_id: str | None = None  # handle for progress / interrupt / skip (shared.progress)
 
     @model_validator(mode="after")
     def _images_for_mode(self):
@@ -101,6 +130,12 @@ class GenerationRequest(BaseModel):
             raise ValueError("inpaint needs a mask")
         if self.variant is not None and self.mode is not Mode.txt2img:
             raise ValueError(f"{self.variant.value} is a text-to-image pipeline")
+        return self
+
+    @model_validator(mode="after")
+    def _hires_for_txt2img(self):
+        if self.hires is not None and self.mode is not Mode.txt2img:
+            raise ValueError("hires fix is a txt2img feature")
         return self
 
     def resolved_seed(self) -> int:
@@ -119,6 +154,7 @@ class GeneratedImage(BaseModel):
     nsfw: bool = False
     url: str | None = None
     infotext: str = ""
+    subseed: int = -1
 
 
 class GenerationResult(BaseModel):
@@ -129,4 +165,6 @@ class GenerationResult(BaseModel):
     seed: int  # the first image's seed
     subseed: int = -1
     timings: dict[str, float] = Field(default_factory=dict)  # seconds per phase
+    model_hash: str = ""
+    interrupted: bool = False  # stopped early by an interrupt (images are partly denoised)
     job_id: str = ""

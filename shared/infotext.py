@@ -17,6 +17,39 @@ def format_infotext(prompt: str, negative: str, params: dict) -> str:
     return f"{prompt}{neg}\n{line}"
 
 
+def request_params(req) -> dict:
+    """Infotext entries, in A1111's wording, for the request features beyond the basic ones."""
+    out: dict = {}
+    if req.seed_resize_from:
+        out["Seed resize from"] = f"{req.seed_resize_from[0]}x{req.seed_resize_from[1]}"
+    if req.tiling:
+        out["Tiling"] = True
+    if req.mode.value == "inpaint":
+        if any(req.mask_blur):
+            out["Mask blur"] = max(req.mask_blur)
+        if req.mask_invert:
+            out["Mask mode"] = "Inpaint not masked"
+        out["Masked content"] = ("fill", "original", "latent noise", "latent nothing")[
+            req.inpainting_fill]
+        if req.inpaint_full_res:
+            out["Inpaint area"] = "Only masked"
+            out["Masked area padding"] = req.inpaint_full_res_padding
+    hr = req.hires
+    if hr is not None:
+        out["Denoising strength"] = hr.strength
+        out["Hires resize"] = f"{hr.width}x{hr.height}"
+        if hr.steps:
+            out["Hires steps"] = hr.steps
+        out["Hires upscaler"] = hr.upscaler
+        if hr.sampler:
+            out["Hires sampler"] = hr.sampler
+        if hr.prompt:
+            out["Hires prompt"] = hr.prompt
+        if hr.negative_prompt:
+            out["Hires negative prompt"] = hr.negative_prompt
+    return out
+
+
 _PARAM = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
 

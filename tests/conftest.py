@@ -16,6 +16,9 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# One intra-op thread: on a shared 2-core machine, torch's spinning OpenMP threads made a tiny
+# 20-step run take 54 s instead of 0.7 s whenever other processes held the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.pop("AWS_PROFILE", None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import secrets
@@ -10,13 +11,15 @@ import time
 from PIL import Image
 
 from shared import images as imgs
-from shared.engine import safety, samplers
+from shared.engine import (embeddings, hires, loras, masking, prompts, resize, safety, samplers,
+                           tiling)
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
 from shared.engine.registry import ModelRegistry
 from shared.errors import GenerationFailed, InvalidRequest, SdgateError, Unsupported
 from shared.generation import (MIME, SEED_BOUND, GeneratedImage, GenerationRequest,
                                GenerationResult, Mode)
-from shared.infotext import format_infotext
+from shared.infotext import format_infotext, request_params
+from shared.progress import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,15 @@ def slerp(t: float, a, b):
     omega = torch.acos(dot)
     so = torch.sin(omega)
     return torch.sin((1.0 - t) * omega) / so * a + torch.sin(t * omega) / so * b
+
+
+def paste_centre(src, dst):
+    """`dst` with `src` pasted on its centre (cropped where larger), as A1111 resizes seeds."""
+    (sh, sw), (dh, dw) = src.shape[-2:], dst.shape[-2:]
+    h, w = min(sh, dh), min(sw, dw)
+    sy, sx, dy, dx = (sh - h) // 2, (sw - w) // 2, (dh - h) // 2, (dw - w) // 2
+    dst[..., dy:dy + h, dx:dx + w] = src[..., sy:sy + h, sx:sx + w]
+    return dst
 
 
 class Engine:
@@ -71,88 +83,209 @@ class Engine:
         """Generate every image of a request; encoded bytes in the result, no URLs yet."""
         info = self.registry.resolve(req.model)
         spec = samplers.resolve(req.sampler, req.scheduler)  # bad names fail before loading
+        hr_spec = self._hires_spec(req)
+        prompt, networks = prompts.extract_networks(req.prompt)
+        lora_files = loras.resolve(self.registry, req.loras + loras.refs_from_tags(networks))
         t0 = time.perf_counter()
         loaded = self.cache.get(info)
         timings = {"load": time.perf_counter() - t0}
-        seed = req.resolved_seed()
-        subseed = req.subseed if req.subseed != -1 else secrets.randbelow(SEED_BOUND)
+        seeds, subseeds = self._seeds(req)
+        task = TASKS.open(req.task_id)
         try:
             with loaded.lock:
                 t1 = time.perf_counter()
-                pil, nsfw = self._run(loaded, spec, req, seed, subseed)
+                pil, nsfw = self._batches(loaded, spec, hr_spec, req, prompt, lora_files, seeds,
+                                          subseeds, task)
                 timings["inference"] = time.perf_counter() - t1
         except SdgateError:
             raise
         except Exception as e:
             log.exception("generation failed")
             raise GenerationFailed(f"generation failed: {type(e).__name__}: {e}") from e
+        finally:
+            task.finish()
         t2 = time.perf_counter()
         out = []
         label = spec.label if spec else type(loaded.pipe.scheduler).__name__
         for i, img in enumerate(pil):
-            if img.size != (req.width, req.height):
-                img = img.resize((req.width, req.height), Image.LANCZOS)
-            text = self._infotext(req, info, label, seed + i, subseed + i)
+            size = self._out_size(req, img)
+            if img.size != size:
+                img = img.resize(size, Image.LANCZOS)
+            text = self._infotext(req, info, label, seeds[i], subseeds[i])
             fmt = req.output_format.value
             data = imgs.encode(img, fmt, {"parameters": text} if fmt == "png" else None)
-            out.append(GeneratedImage(seed=seed + i, data=data, mime_type=MIME[req.output_format],
+            out.append(GeneratedImage(seed=seeds[i], data=data, mime_type=MIME[req.output_format],
                                       width=img.width, height=img.height, nsfw=nsfw[i],
-                                      infotext=text))
+                                      infotext=text, subseed=subseeds[i]))
         timings["encode"] = time.perf_counter() - t2
-        return GenerationResult(images=out, model=info.name, seed=seed, subseed=subseed,
-                                timings=timings)
+        return GenerationResult(images=out, model=info.name, seed=seeds[0], subseed=subseeds[0],
+                                timings=timings, model_hash=info.hash,
+                                interrupted=task.interrupted)
 
     # -- internals ----------------------------------------------------------------------------
+    @staticmethod
+    def _seeds(req: GenerationRequest) -> tuple[list[int], list[int]]:
+        """Per-image seeds as A1111: seed + i, or one seed and subseed + i for variations."""
+        seed = req.resolved_seed()
+        subseed = req.subseed if req.subseed != -1 else secrets.randbelow(SEED_BOUND)
+        n = req.num_images
+        vary = req.subseed_strength > 0
+        return [seed + (0 if vary else i) for i in range(n)], [subseed + i for i in range(n)]
+
+    @staticmethod
+    def _hires_spec(req: GenerationRequest):
+        """The hires pass's sampler (the first pass's unless given); checks the upscaler name."""
+        if req.hires is None:
+            return None
+        hires.upscaler(req.hires.upscaler)
+        return samplers.resolve(req.hires.sampler or req.sampler,
+                                req.hires.scheduler or req.scheduler)
+
+    @staticmethod
+    def _out_size(req: GenerationRequest, img: Image.Image) -> tuple[int, int]:
+        if req.hires is not None:
+            return req.hires.width, req.hires.height
+        if req.mode is Mode.inpaint and req.inpaint_full_res:
+            return img.size  # "only masked" pastes into the init picture, at its own size
+        return req.width, req.height
+
     def _decode(self, data: bytes, mode: str, size: tuple[int, int]) -> Image.Image:
         img = imgs.open_image(data, self.max_image_pixels).convert(mode)
         return img.resize(size, Image.LANCZOS) if img.size != size else img
 
-    def _noise(self, seed: int, subseed: int, strength: float, shape):
+    def _noise(self, seed: int, subseed: int, strength: float, shape, resize_from=None):
+        """Initial noise from a seed, slerped toward the subseed's; `resize_from` (w, h) draws
+        it at another size and centres it, so a seed keeps its composition across sizes."""
         import torch
 
         g = torch.Generator("cpu").manual_seed(seed)
-        x = torch.randn(shape, generator=g)
+        draw = shape if not resize_from else (*shape[:2], resize_from[1] // 8, resize_from[0] // 8)
+        x = torch.randn(draw, generator=g if draw == shape else
+                        torch.Generator("cpu").manual_seed(seed))
         if strength > 0:
-            s = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(subseed))
+            s = torch.randn(draw, generator=torch.Generator("cpu").manual_seed(subseed))
             x = slerp(strength, x, s)
+        if draw != shape:
+            x = paste_centre(x, torch.randn(shape, generator=g))
         return x, g
 
-    def _run(self, loaded: LoadedModel, spec, req: GenerationRequest, seed: int, subseed: int):
+    def _batches(self, loaded: LoadedModel, spec, hr_spec, req: GenerationRequest, prompt: str,
+                 lora_files, seeds: list[int], subseeds: list[int], task):
+        """Every batch of a request, under its LoRAs, embeddings and tiling; stops on interrupt."""
+        size = req.batch_size or len(seeds)
+        calls = -(-len(seeds) // size) * (2 if req.hires else 1)
+        task.begin(req.mode.value, calls)
+        texts = [prompt, req.negative_prompt] + ([req.hires.prompt or "",
+                                                  req.hires.negative_prompt or ""]
+                                                 if req.hires else [])
+        embeddings.ensure(loaded.pipe, self.registry, texts)
+        images, nsfw = [], []
+        with loras.applied(loaded.pipe, lora_files), tiling.circular(loaded.pipe, req.tiling):
+            for i in range(0, len(seeds), size):
+                if task.interrupted:
+                    break
+                out, flags = self._run(loaded, spec, hr_spec, req, prompt, seeds[i:i + size],
+                                       subseeds[i:i + size], task)
+                images += out
+                nsfw += flags
+        return images, nsfw
+
+    def _run(self, loaded: LoadedModel, spec, hr_spec, req: GenerationRequest, prompt: str,
+             seeds: list[int], subseeds: list[int], task):
+        """One pipeline call for a batch (and its hires pass): PIL images and NSFW flags."""
         import torch
 
-        pipe = loaded.variant(req.variant) if req.variant else loaded.pipeline(req.mode)
         checker = self._checker(loaded) if req.safety_checker else None
-        pipe.scheduler = loaded.scheduler(spec)
         w, h = ceil8(req.width), ceil8(req.height)
-        n = req.num_images
-        # One generator per image seeded seed+i: image i is the same whatever its batch position.
-        kwargs = dict(prompt=[req.prompt] * n, negative_prompt=[req.negative_prompt] * n,
-                      num_inference_steps=req.steps, guidance_scale=req.guidance,
-                      output_type="pil")
-        if req.clip_skip > 1:
-            kwargs["clip_skip"] = req.clip_skip - 1
-        if req.mode is Mode.txt2img:
-            factor = getattr(pipe, "vae_scale_factor", 8)
-            channels = pipe.unet.config.in_channels
-            noises, gens = zip(*(self._noise(seed + i, subseed + i, req.subseed_strength,
-                                             (1, channels, h // factor, w // factor))
-                                 for i in range(n)))
-            kwargs.update(width=w, height=h, generator=list(gens),
-                          latents=torch.cat(noises).to(self.device, self.dtype))
+        mode, plan, init = req.mode, None, None
+        if mode is not Mode.txt2img:
+            init = imgs.open_image(req.init_image, self.max_image_pixels).convert("RGB")
+        if mode is Mode.inpaint:
+            plan = masking.plan(init, imgs.open_image(req.mask, self.max_image_pixels), w, h,
+                                resize_mode=req.resize_mode, blur_xy=req.mask_blur,
+                                invert=req.mask_invert, fill=req.inpainting_fill,
+                                full_res=req.inpaint_full_res,
+                                padding=req.inpaint_full_res_padding)
+            mode = Mode.inpaint if plan else Mode.img2img  # empty mask: upstream does img2img
+        pipe = loaded.variant(req.variant) if req.variant else loaded.pipeline(mode)
+        pipe.scheduler = loaded.scheduler(spec)
+        kwargs = dict(num_inference_steps=req.steps, guidance_scale=req.guidance,
+                      output_type="pil", callback_on_step_end=task.on_step_end,
+                      **prompts.encode(pipe, prompt, req.negative_prompt, req.clip_skip,
+                                       len(seeds)))
+        if req.eta is not None:
+            kwargs["eta"] = req.eta
+        if "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
+            del kwargs["callback_on_step_end"]  # SAG: no step progress or interrupt
+        if mode is Mode.txt2img:
+            kwargs.update(self._txt2img_inputs(pipe, req, seeds, subseeds, w, h))
+            if req.hires and hires.upscaler(req.hires.upscaler).latent:
+                kwargs["output_type"] = "latent"  # upscaled as latents, decoded after pass 2
         else:
-            kwargs.update(image=self._decode(req.init_image, "RGB", (w, h)), strength=req.strength,
-                          generator=[torch.Generator("cpu").manual_seed(seed + i)
-                                     for i in range(n)])
-            if req.mode is Mode.inpaint:
-                kwargs.update(mask_image=self._decode(req.mask, "L", (w, h)), width=w, height=h)
             if req.strength * req.steps < 1:
                 raise InvalidRequest("strength x steps must be at least 1 denoising step",
                                      param="strength")
+            kwargs.update(strength=req.strength,
+                          generator=[torch.Generator("cpu").manual_seed(s) for s in seeds])
+            if plan is not None:
+                kwargs.update(image=plan.image, mask_image=plan.mask, width=w, height=h)
+                if req.inpainting_fill in (masking.LATENT_NOISE, masking.LATENT_NOTHING):
+                    kwargs.update(masking.latent_fill(pipe, plan, req.inpainting_fill, seeds))
+            elif req.resize_mode == resize.LATENT:
+                kwargs["image"] = hires.encode_resized(pipe, init, w, h)
+            else:
+                kwargs["image"] = resize.fit(init, req.resize_mode, w, h).resize((w, h))
+        task.begin_call(req.steps if mode is Mode.txt2img else int(req.steps * req.strength))
         result = pipe(**kwargs)
-        nsfw = list(getattr(result, "nsfw_content_detected", None) or [False] * n)
+        task.end_call()
+        out = result.images
+        if req.hires is not None:
+            out = self._hires(loaded, hr_spec, req, prompt, out, seeds, task)
+        if plan is not None:
+            out = [plan.finish(img) for img in out]
         if checker is not None:
-            return safety.screen(checker, result.images, req.safety_checker_type, self.device)
-        return result.images, nsfw
+            return safety.screen(checker, out, req.safety_checker_type, self.device)
+        nsfw = list(getattr(result, "nsfw_content_detected", None) or [False] * len(seeds))
+        return out, nsfw
+
+    def _txt2img_inputs(self, pipe, req: GenerationRequest, seeds, subseeds, w: int, h: int):
+        """Seeded initial latents, and one generator per image seeded seed+i: image i is the
+        same whatever its batch position."""
+        import torch
+
+        factor = getattr(pipe, "vae_scale_factor", 8)
+        shape = (1, pipe.unet.config.in_channels, h // factor, w // factor)
+        noises, gens = zip(*(self._noise(s, sub, req.subseed_strength, shape,
+                                         req.seed_resize_from)
+                             for s, sub in zip(seeds, subseeds)))
+        return dict(width=w, height=h, generator=list(gens),
+                    latents=torch.cat(noises).to(self.device, self.dtype))
+
+    def _hires(self, loaded: LoadedModel, spec, req: GenerationRequest, prompt: str, first,
+               seeds: list[int], task):
+        """The hires fix pass: the first pass upscaled, then img2img at the hires size."""
+        import torch
+
+        hr = req.hires
+        w, h = ceil8(hr.width), ceil8(hr.height)
+        pipe = loaded.pipeline(Mode.img2img)
+        pipe.scheduler = loaded.scheduler(spec)
+        steps = hr.steps or req.steps
+        hr_prompt = prompts.extract_networks(hr.prompt)[0] if hr.prompt else prompt
+        negative = hr.negative_prompt if hr.negative_prompt else req.negative_prompt
+        kwargs = dict(image=hires.upscale(first, hires.upscaler(hr.upscaler), w, h),
+                      strength=hr.strength,
+                      num_inference_steps=hires.img2img_steps(steps, hr.strength),
+                      guidance_scale=req.guidance, output_type="pil",
+                      generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+                      callback_on_step_end=task.on_step_end,
+                      **prompts.encode(pipe, hr_prompt, negative, req.clip_skip, len(seeds)))
+        if req.eta is not None:
+            kwargs["eta"] = req.eta
+        task.begin_call(steps)
+        out = pipe(**kwargs).images
+        task.end_call()
+        return out
 
     def _checker(self, loaded: LoadedModel) -> safety.Checker:
         """The model's own safety checker, else the shared one; refused if there is neither."""
@@ -174,6 +307,7 @@ class Engine:
                            "Variation seed strength": req.subseed_strength})
         if req.clip_skip > 1:
             params["Clip skip"] = req.clip_skip
+        params.update(request_params(req))
         params.update(req.extra_params)
         params["Version"] = "sdgate"
         return format_infotext(req.prompt, req.negative_prompt, params)

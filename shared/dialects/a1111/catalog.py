@@ -1,0 +1,92 @@
+"""What the listing routes show: checkpoints, LoRAs, embeddings, samplers, upscalers, memory.
+
+Built from the model registry's files and the engine's name tables; safetensors headers are read
+as JSON (no tensors are loaded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+from shared.engine import samplers
+from shared.engine.hires import LATENT_UPSCALERS, PIXEL_UPSCALERS
+from shared.engine.loras import LORA_SUFFIXES
+from shared.engine.registry import EMBEDDING_SUFFIXES, EMBEDDINGS_DIR, LORA_DIR
+
+MAX_HEADER = 64 * 1024 * 1024
+
+
+def safetensors_header(path: Path) -> dict:
+    """The JSON header of a .safetensors file ({} for other files or a broken header)."""
+    if path.suffix != ".safetensors":
+        return {}
+    try:
+        with path.open("rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > MAX_HEADER:
+                return {}
+            return json.loads(f.read(size))
+    except (OSError, ValueError, struct.error):
+        return {}
+
+
+def sd_models(registry) -> list[dict]:
+    return [{"title": m.title, "model_name": m.name, "hash": m.hash, "sha256": None,
+             "filename": str(m.path), "config": None} for m in registry.models()]
+
+
+def loras(registry) -> list[dict]:
+    out = []
+    for name, path in registry.extra_files(LORA_DIR, LORA_SUFFIXES).items():
+        meta = safetensors_header(path).get("__metadata__", {})
+        out.append({"name": name, "alias": meta.get("ss_output_name", name), "path": str(path),
+                    "metadata": meta})
+    return out
+
+
+def _embedding_item(path: Path) -> dict:
+    header = safetensors_header(path)
+    shapes = [v["shape"] for k, v in header.items() if k != "__metadata__" and "shape" in v]
+    vectors = shape = None
+    if shapes:
+        first = shapes[0]
+        vectors, shape = (first[0], first[-1]) if len(first) == 2 else (1, first[-1])
+    return {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": shape,
+            "vectors": vectors}
+
+
+def embeddings(registry) -> dict:
+    """Every embedding file; each loads into a model the first time a prompt names it."""
+    files = registry.extra_files(EMBEDDINGS_DIR, EMBEDDING_SUFFIXES)
+    return {"loaded": {n: _embedding_item(p) for n, p in files.items()}, "skipped": {}}
+
+
+def sampler_list() -> list[dict]:
+    return [{"name": n, "aliases": [], "options": {}} for n in samplers.a1111_names()]
+
+
+def scheduler_list() -> list[dict]:
+    return [{"name": n, "label": samplers.SCHEDULE_LABELS[n], "aliases": None,
+             "default_rho": None, "need_inner_model": False} for n in samplers.SCHEDULE_TYPES]
+
+
+def upscaler_list() -> list[dict]:
+    return [{"name": n, "model_name": None, "model_path": None, "model_url": None,
+             "scale": 4} for n in PIXEL_UPSCALERS]
+
+
+def latent_upscale_modes() -> list[dict]:
+    return [{"name": n} for n in LATENT_UPSCALERS]
+
+
+def ram() -> dict:
+    """System memory in bytes, from sysconf (no extra dependency)."""
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total, free = os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
+    except (ValueError, OSError, AttributeError):
+        return {"error": "unavailable"}
+    return {"free": free, "used": total - free, "total": total}

@@ -1,0 +1,135 @@
+"""Progress, interrupt and skip per task: the engine writes steps here, the web layer reads them.
+
+One registry per process (`TASKS`). A task is known by the id the request carried (A1111's
+`force_task_id`) or one the engine made up. Upstream A1111 only has one global progress; here
+every task has its own, and "the current task" is the most recently started one still running.
+Across processes (Modal GPU containers) this registry sees only its own process's tasks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+KEEP_FINISHED = 256  # finished tasks kept for late progress polls
+
+
+@dataclass
+class Task:
+    """One generation's progress, in A1111's terms (jobs = pipeline calls, steps per call)."""
+
+    id: str
+    job: str = ""
+    job_count: int = 1
+    job_no: int = 0  # pipeline calls finished
+    sampling_step: int = 0
+    sampling_steps: int = 0
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    interrupted: bool = False
+    skipped: bool = False
+    in_call: bool = False  # a pipeline call is running (its steps count toward the fraction)
+    timestamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
+
+    # -- written by the engine --------------------------------------------------------------
+    def begin(self, job: str, job_count: int) -> None:
+        self.job, self.job_count, self.started = job, max(1, job_count), time.time()
+
+    def begin_call(self, steps: int) -> None:
+        """A pipeline call of `steps` steps starts; a pending skip applied to the previous one."""
+        self.sampling_step, self.sampling_steps, self.skipped = 0, steps, False
+        self.in_call = True
+
+    def end_call(self) -> None:
+        self.job_no = min(self.job_no + 1, self.job_count)
+        self.in_call = False
+
+    def finish(self) -> None:
+        self.finished = time.time()
+
+    def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        """diffusers' callback_on_step_end: count the step; stop the loop on interrupt or skip."""
+        self.sampling_step = min(step + 1, self.sampling_steps or step + 1)
+        if self.interrupted or self.skipped:
+            pipe._interrupt = True  # diffusers pipelines skip their remaining steps
+        return callback_kwargs
+
+    # -- read by the web layer --------------------------------------------------------------
+    def fraction(self) -> float:
+        """Done fraction in [0, 1], counting finished calls and steps of the current one."""
+        if self.finished is not None:
+            return 1.0
+        if self.started is None:
+            return 0.0
+        done = self.job_no / self.job_count
+        if self.in_call and self.sampling_steps:
+            done += self.sampling_step / self.sampling_steps / self.job_count
+        return min(done, 1.0)
+
+    def eta(self) -> float:
+        """Seconds left, extrapolated from the time so far."""
+        frac = self.fraction()
+        if self.started is None or self.finished is not None or frac <= 0:
+            return 0.0
+        spent = time.time() - self.started
+        return max(0.0, spent / frac - spent)
+
+
+class TaskRegistry:
+    """Thread-safe tasks by id, bounded: the oldest finished tasks are forgotten."""
+
+    def __init__(self, keep: int = KEEP_FINISHED):
+        self._tasks: OrderedDict[str, Task] = OrderedDict()
+        self._lock = threading.Lock()
+        self.keep = keep
+
+    def open(self, task_id: str | None) -> Task:
+        """The task for an id (created if new; a fresh id when None)."""
+        task_id = task_id or uuid.uuid4().hex
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.finished is not None:
+                task = self._tasks[task_id] = Task(task_id)
+            self._tasks.move_to_end(task_id)
+            self._forget_old()
+            return task
+
+    def get(self, task_id: str) -> Task | None:
+        with self._lock:
+            return self._tasks.get(task_id)
+
+    def running(self) -> list[Task]:
+        with self._lock:
+            return [t for t in self._tasks.values() if t.finished is None]
+
+    def current(self) -> Task | None:
+        """The most recently started task that is still running."""
+        started = [t for t in self.running() if t.started is not None]
+        return max(started, key=lambda t: t.started) if started else None
+
+    def interrupt(self, task_id: str | None = None) -> int:
+        """Stop one task, or every running one (A1111's global interrupt); how many were hit."""
+        return self._flag(task_id, "interrupted")
+
+    def skip(self, task_id: str | None = None) -> int:
+        """End the current pipeline call of one task (or all) early and go on with the next."""
+        return self._flag(task_id, "skipped")
+
+    def _flag(self, task_id: str | None, flag: str) -> int:
+        hit = [t for t in ([self.get(task_id)] if task_id else self.running())
+               if t is not None and t.finished is None]
+        for t in hit:
+            setattr(t, flag, True)
+        return len(hit)
+
+    def _forget_old(self) -> None:
+        finished = [k for k, t in self._tasks.items() if t.finished is not None]
+        for k in finished[: max(0, len(finished) - self.keep)]:
+            del self._tasks[k]
+
+
+TASKS = TaskRegistry()
