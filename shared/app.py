@@ -23,12 +23,14 @@ def local_backend(settings: Settings):
     """Engine + storage in this process, from settings."""
     from shared.backend import LocalBackend
     from shared.engine import Engine
+    from shared.engine.accel import AccelOptions
     from shared.engine.registry import ModelRegistry
 
     registry = ModelRegistry(settings.models_dir, settings.default_model)
     engine = Engine(registry, settings.device, settings.max_loaded_models,
-                    settings.max_image_pixels)
-    return LocalBackend(engine, make_storage(settings))
+                    settings.max_image_pixels, accel=AccelOptions.from_settings(settings))
+    return LocalBackend(engine, make_storage(settings), settings.max_batch,
+                        settings.batch_wait_ms)
 
 
 def create_app(settings: Settings | None = None, backend=None, job_store=None,

@@ -47,10 +47,23 @@ def store_result(storage: Storage, result: GenerationResult, job_id: str,
 
 
 class LocalBackend:
-    """Engine and storage in this process; generation runs in a worker thread."""
+    """Engine and storage in this process; generation runs in a worker thread.
 
-    def __init__(self, engine, storage: Storage):
-        self.engine = engine
+    Concurrent compatible requests are batched (shared/engine/batching.py) unless max_batch is 1;
+    both knobs default to the settings (SDGATE_MAX_BATCH, SDGATE_BATCH_WAIT_MS).
+    """
+
+    def __init__(self, engine, storage: Storage, max_batch: int | None = None,
+                 batch_wait_ms: float | None = None):
+        from shared.engine import batching
+
+        if max_batch is None or batch_wait_ms is None:
+            from shared.config import Settings
+
+            settings = Settings()
+            max_batch = settings.max_batch if max_batch is None else max_batch
+            batch_wait_ms = settings.batch_wait_ms if batch_wait_ms is None else batch_wait_ms
+        self.engine = batching.wrap(engine, max_batch, batch_wait_ms)
         self.storage = storage
 
     def run(self, req: GenerationRequest, job_id: str | None = None,

@@ -1,4 +1,4 @@
-"""The `sdgate` command: serve | tiny-model (bench arrives with the benchmark)."""
+"""The `sdgate` command: serve | tiny-model | bench."""
 
 from __future__ import annotations
 
@@ -53,6 +53,43 @@ def cmd_tiny_model(args) -> None:
     print(f"wrote tiny random-weight SD pipeline to {out}")
 
 
+def cmd_bench(args) -> None:
+    from diffusers.utils import logging as diffusers_logging
+
+    from shared.bench.runner import main as bench
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    diffusers_logging.disable_progress_bar()
+    bench(args)
+
+
+def add_bench(sub) -> None:
+    bench = sub.add_parser("bench", help="measure engine, HTTP, cold start, load, batching, "
+                           "encoding and the GPU path (docs/bench.md)")
+    bench.add_argument("--size", type=int, help="image side (default: 512; 1024 for sdxl)")
+    bench.add_argument("--steps", type=int, help="steps (default: tiny 20, sd15 25, sdxl 30)")
+    bench.add_argument("--arch", choices=["tiny", "sd15", "sdxl"], default="tiny",
+                       help="architecture for the GPU-path ladder (and, on a GPU, the served "
+                       "model); full sizes use random weights built from shared/engine/archs")
+    bench.add_argument("--model", help="serve this model from --models-dir instead")
+    bench.add_argument("--models-dir", help="models folder for --model")
+    bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bench.add_argument("--dtype", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
+    bench.add_argument("--quick", action="store_true", help="one repetition, fewer requests")
+    bench.add_argument("--sections", help="comma-separated subset of encoding,serving,http,"
+                       "batching,arch (default: all)")
+    bench.add_argument("--compile", action="store_true",
+                       help="include the torch.compile rung on a CPU too (slow to compile)")
+    bench.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
+    bench.add_argument("--compile-cache-dir", help="inductor cache (env SDGATE_COMPILE_CACHE_DIR)",
+                       default=os.environ.get("SDGATE_COMPILE_CACHE_DIR"))
+    bench.add_argument("--cache-dir", default=".sdgate/bench-models",
+                       help="where random full-size models are written on a GPU")
+    bench.add_argument("--out", help="write the results as JSON here")
+    bench.add_argument("--chart", help="write a PNG chart here (needs matplotlib)")
+    bench.set_defaults(func=cmd_bench)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sdgate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     tiny = sub.add_parser("tiny-model", help="write the tiny random-weight SD pipeline to DIR")
     tiny.add_argument("dir")
     tiny.set_defaults(func=cmd_tiny_model)
+
+    add_bench(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,19 @@ class Settings(BaseSettings):
     s3_public_url: str | None = None  # public base URL; unset means presigned GET URLs
     s3_presign_seconds: int = Field(24 * 3600, ge=1, le=MAX_PRESIGN_SECONDS)
     s3_upload_attempts: int = Field(4, ge=1, le=10)
+
+    # Speed (docs/bench.md). "auto": on where it helps and is safe, which is on a GPU only.
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"  # auto: fp16 on cuda, fp32 on CPU
+    sdpa: bool = True  # torch's scaled_dot_product_attention processor
+    channels_last: Literal["auto"] | bool = "auto"
+    fuse_qkv: bool = False  # off: a fused projection ignores LoRAs applied after fusing
+    compile: bool = False  # torch.compile the UNet: minutes per new shape unless cached
+    compile_mode: str = "max-autotune-no-cudagraphs"
+    compile_cache_dir: Path | None = None  # TORCHINDUCTOR_CACHE_DIR; a volume on Modal
+    tiny_vae: bool = False  # TAESD decode; needs <models_dir>/taesd (taesdxl for SDXL)
+    deepcache_interval: int = Field(0, ge=0, le=50)  # 0 off; N: full UNet every Nth step
+    max_batch: int = Field(4, ge=1, le=64)  # images per pipeline call; 1 turns batching off
+    batch_wait_ms: float = Field(5.0, ge=0, le=1000)  # how long a request waits for companions
 
     # Guards
     max_body_bytes: int = 25 * 1024 * 1024

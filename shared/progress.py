@@ -79,6 +79,44 @@ class Task:
         return max(0.0, spent / frac - spent)
 
 
+class TaskGroup:
+    """The tasks of several requests that share one pipeline call (dynamic batching).
+
+    Each task counts the steps; the call stops early only when every task asks for it, so one
+    client's interrupt never cuts its companions' images short.
+    """
+
+    def __init__(self, tasks: list[Task]):
+        self.tasks = tasks
+
+    @property
+    def interrupted(self) -> bool:
+        return all(t.interrupted for t in self.tasks)
+
+    def begin(self, job: str, job_count: int) -> None:
+        for t in self.tasks:
+            t.begin(job, job_count)
+
+    def begin_call(self, steps: int) -> None:
+        for t in self.tasks:
+            t.begin_call(steps)
+
+    def end_call(self) -> None:
+        for t in self.tasks:
+            t.end_call()
+
+    def finish(self) -> None:
+        for t in self.tasks:
+            t.finish()
+
+    def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        for t in self.tasks:
+            t.sampling_step = min(step + 1, t.sampling_steps or step + 1)
+        if all(t.interrupted or t.skipped for t in self.tasks):
+            pipe._interrupt = True
+        return callback_kwargs
+
+
 class TaskRegistry:
     """Thread-safe tasks by id, bounded: the oldest finished tasks are forgotten."""
 

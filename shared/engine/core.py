@@ -13,13 +13,15 @@ from PIL import Image
 from shared import images as imgs
 from shared.engine import (embeddings, hires, loras, masking, prompts, resize, safety, samplers,
                            tiling)
+from shared.engine.accel import AccelOptions
+from shared.engine.batching import NotBatchable, batchable
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
 from shared.engine.registry import ModelRegistry
 from shared.errors import GenerationFailed, InvalidRequest, SdgateError, Unsupported
 from shared.generation import (MIME, SEED_BOUND, GeneratedImage, GenerationRequest,
                                GenerationResult, Mode)
 from shared.infotext import format_infotext, request_params
-from shared.progress import TASKS
+from shared.progress import TASKS, TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,12 @@ class Engine:
     """Warm pipelines plus the one `generate` every API shape ends in."""
 
     def __init__(self, registry: ModelRegistry, device: str = "auto", max_loaded: int = 2,
-                 max_image_pixels: int = 4096 * 4096):
+                 max_image_pixels: int = 4096 * 4096, accel: AccelOptions | None = None):
         self.registry = registry
-        self.device, self.dtype = pick_device(device)
-        self.cache = PipelineCache(self.device, self.dtype, max_loaded, registry.native_size)
+        accel = accel or AccelOptions.from_env(registry.root)  # SDGATE_* speed settings
+        self.device, self.dtype = pick_device(device, accel)
+        self.cache = PipelineCache(self.device, self.dtype, max_loaded, registry.native_size,
+                                   accel)
         self.max_image_pixels = max_image_pixels
         self.shared_checker = safety.SharedChecker(registry.root)
 
@@ -81,46 +85,64 @@ class Engine:
 
     def generate(self, req: GenerationRequest) -> GenerationResult:
         """Generate every image of a request; encoded bytes in the result, no URLs yet."""
+        return self.generate_batch([req])[0]
+
+    def generate_batch(self, reqs: list[GenerationRequest]) -> list[GenerationResult]:
+        """Requests that differ only in prompts, seeds and outputs (shared.engine.batching) in
+        one pipeline call; one result each, every image as its request alone would draw it."""
+        req = reqs[0]
+        if len(reqs) > 1 and not all(map(batchable, reqs)):
+            raise NotBatchable("only plain txt2img requests share a pipeline call")
         info = self.registry.resolve(req.model)
         spec = samplers.resolve(req.sampler, req.scheduler)  # bad names fail before loading
         hr_spec = self._hires_spec(req)
-        prompt, networks = prompts.extract_networks(req.prompt)
+        texts = [prompts.extract_networks(r.prompt)[0] for r in reqs]
+        networks = prompts.extract_networks(req.prompt)[1]  # the same in a batch (batch_key)
         lora_files = loras.resolve(self.registry, req.loras + loras.refs_from_tags(networks))
         t0 = time.perf_counter()
         loaded = self.cache.get(info)
         timings = {"load": time.perf_counter() - t0}
-        seeds, subseeds = self._seeds(req)
-        task = TASKS.open(req.task_id)
+        per_request = [self._seeds(r) for r in reqs]
+        seeds = [s for own, _ in per_request for s in own]
+        subseeds = [s for _, own in per_request for s in own]
+        tasks = [TASKS.open(r.task_id) for r in reqs]
+        task = tasks[0] if len(tasks) == 1 else TaskGroup(tasks)
         try:
             with loaded.lock:
                 t1 = time.perf_counter()
-                pil, nsfw = self._batches(loaded, spec, hr_spec, req, prompt, lora_files, seeds,
+                pil, nsfw = self._batches(loaded, spec, hr_spec, reqs, texts, lora_files, seeds,
                                           subseeds, task)
                 timings["inference"] = time.perf_counter() - t1
-        except SdgateError:
+        except (SdgateError, NotBatchable):
             raise
         except Exception as e:
             log.exception("generation failed")
             raise GenerationFailed(f"generation failed: {type(e).__name__}: {e}") from e
         finally:
             task.finish()
-        t2 = time.perf_counter()
-        out = []
         label = spec.label if spec else type(loaded.pipe.scheduler).__name__
-        for i, img in enumerate(pil):
-            size = self._out_size(req, img)
-            if img.size != size:
-                img = img.resize(size, Image.LANCZOS)
-            text = self._infotext(req, info, label, seeds[i], subseeds[i])
-            fmt = req.output_format.value
-            data = imgs.encode(img, fmt, {"parameters": text} if fmt == "png" else None)
-            out.append(GeneratedImage(seed=seeds[i], data=data, mime_type=MIME[req.output_format],
-                                      width=img.width, height=img.height, nsfw=nsfw[i],
-                                      infotext=text, subseed=subseeds[i]))
-        timings["encode"] = time.perf_counter() - t2
-        return GenerationResult(images=out, model=info.name, seed=seeds[0], subseed=subseeds[0],
-                                timings=timings, model_hash=info.hash,
-                                interrupted=task.interrupted)
+        results, k = [], 0
+        for req, (own_seeds, own_subseeds), own_task in zip(reqs, per_request, tasks):
+            t2 = time.perf_counter()
+            out = []
+            for i, img in enumerate(pil[k:k + len(own_seeds)]):
+                size = self._out_size(req, img)
+                if img.size != size:
+                    img = img.resize(size, Image.LANCZOS)
+                text = self._infotext(req, info, label, own_seeds[i], own_subseeds[i])
+                fmt = req.output_format.value
+                data = imgs.encode(img, fmt, {"parameters": text} if fmt == "png" else None)
+                out.append(GeneratedImage(seed=own_seeds[i], data=data,
+                                          mime_type=MIME[req.output_format], width=img.width,
+                                          height=img.height, nsfw=nsfw[k + i], infotext=text,
+                                          subseed=own_subseeds[i]))
+            k += len(own_seeds)
+            own = {**timings, "encode": time.perf_counter() - t2, "batch": float(len(seeds))}
+            results.append(GenerationResult(images=out, model=info.name, seed=own_seeds[0],
+                                            subseed=own_subseeds[0], timings=own,
+                                            model_hash=info.hash,
+                                            interrupted=own_task.interrupted))
+        return results
 
     # -- internals ----------------------------------------------------------------------------
     @staticmethod
@@ -169,32 +191,36 @@ class Engine:
             x = paste_centre(x, torch.randn(shape, generator=g))
         return x, g
 
-    def _batches(self, loaded: LoadedModel, spec, hr_spec, req: GenerationRequest, prompt: str,
-                 lora_files, seeds: list[int], subseeds: list[int], task):
-        """Every batch of a request, under its LoRAs, embeddings and tiling; stops on interrupt."""
-        size = req.batch_size or len(seeds)
+    def _batches(self, loaded: LoadedModel, spec, hr_spec, reqs: list[GenerationRequest],
+                 texts: list[str], lora_files, seeds: list[int], subseeds: list[int], task):
+        """Every batch of a request (or one call for a batch of requests), under their LoRAs,
+        embeddings and tiling; stops on interrupt. `texts`: each request's prompt, tags removed."""
+        req = reqs[0]
+        size = req.batch_size if req.batch_size and len(reqs) == 1 else len(seeds)
         calls = -(-len(seeds) // size) * (2 if req.hires else 1)
         task.begin(req.mode.value, calls)
-        texts = [prompt, req.negative_prompt] + ([req.hires.prompt or "",
-                                                  req.hires.negative_prompt or ""]
-                                                 if req.hires else [])
-        embeddings.ensure(loaded.pipe, self.registry, texts)
+        words = texts + [r.negative_prompt for r in reqs] + (
+            [req.hires.prompt or "", req.hires.negative_prompt or ""] if req.hires else [])
+        embeddings.ensure(loaded.pipe, self.registry, words)
         images, nsfw = [], []
         with loras.applied(loaded.pipe, lora_files), tiling.circular(loaded.pipe, req.tiling):
             for i in range(0, len(seeds), size):
                 if task.interrupted:
                     break
-                out, flags = self._run(loaded, spec, hr_spec, req, prompt, seeds[i:i + size],
+                out, flags = self._run(loaded, spec, hr_spec, reqs, texts, seeds[i:i + size],
                                        subseeds[i:i + size], task)
                 images += out
                 nsfw += flags
         return images, nsfw
 
-    def _run(self, loaded: LoadedModel, spec, hr_spec, req: GenerationRequest, prompt: str,
-             seeds: list[int], subseeds: list[int], task):
-        """One pipeline call for a batch (and its hires pass): PIL images and NSFW flags."""
+    def _run(self, loaded: LoadedModel, spec, hr_spec, reqs: list[GenerationRequest],
+             texts: list[str], seeds: list[int], subseeds: list[int], task):
+        """One pipeline call for a batch (and its hires pass): PIL images and NSFW flags.
+
+        Several requests (txt2img, same settings) share the call with their own prompts."""
         import torch
 
+        req, prompt = reqs[0], texts[0]
         checker = self._checker(loaded) if req.safety_checker else None
         w, h = ceil8(req.width), ceil8(req.height)
         mode, plan, init = req.mode, None, None
@@ -211,8 +237,7 @@ class Engine:
         pipe.scheduler = loaded.scheduler(spec)
         kwargs = dict(num_inference_steps=req.steps, guidance_scale=req.guidance,
                       output_type="pil", callback_on_step_end=task.on_step_end,
-                      **prompts.encode(pipe, prompt, req.negative_prompt, req.clip_skip,
-                                       len(seeds)))
+                      **self._encode(pipe, reqs, texts, len(seeds)))
         if req.eta is not None:
             kwargs["eta"] = req.eta
         if "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
@@ -247,6 +272,19 @@ class Engine:
             return safety.screen(checker, out, req.safety_checker_type, self.device)
         nsfw = list(getattr(result, "nsfw_content_detected", None) or [False] * len(seeds))
         return out, nsfw
+
+    @staticmethod
+    def _encode(pipe, reqs: list[GenerationRequest], texts: list[str], n: int) -> dict:
+        """Prompt embeddings for `n` images of one request, or each request's own, stacked."""
+        if len(reqs) == 1:
+            return prompts.encode(pipe, texts[0], reqs[0].negative_prompt, reqs[0].clip_skip, n)
+        import torch
+
+        parts = [prompts.encode(pipe, t, r.negative_prompt, r.clip_skip, r.num_images)
+                 for r, t in zip(reqs, texts)]
+        if len({p["prompt_embeds"].shape[1:] for p in parts}) > 1:
+            raise NotBatchable("prompts of different lengths (75-token chunks)")
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _txt2img_inputs(self, pipe, req: GenerationRequest, seeds, subseeds, w: int, h: int):
         """Seeded initial latents, and one generator per image seeded seed+i: image i is the

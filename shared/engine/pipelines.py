@@ -11,7 +11,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from shared.engine import accel as speed
 from shared.engine import samplers
+from shared.engine.accel import AccelOptions
 from shared.engine.registry import ModelInfo
 from shared.errors import GenerationFailed, Unsupported
 from shared.generation import Mode, Variant
@@ -19,13 +21,12 @@ from shared.generation import Mode, Variant
 log = logging.getLogger(__name__)
 
 
-def pick_device(want: str = "auto"):
-    """cuda + fp16 when a GPU is present (or asked for), else CPU + float32."""
+def pick_device(want: str = "auto", accel: AccelOptions | None = None):
+    """cuda when a GPU is present (or asked for), else CPU; dtype per accel (fp16 on cuda)."""
     import torch
 
-    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-        return "cuda", torch.float16
-    return "cpu", torch.float32
+    device = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
+    return device, (accel or AccelOptions()).torch_dtype(device)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class LoadedModel:
     schedulers: dict = field(default_factory=dict)  # SamplerSpec -> scheduler
     safety_checker: object = None  # detached; run only when a request asks for it
     feature_extractor: object = None
+    speedups: list = field(default_factory=list)  # what accel.apply did
 
     def pipeline(self, mode: Mode):
         """The pipeline for a mode, derived once from the loaded one without copying weights."""
@@ -95,8 +97,10 @@ def load_pipeline(info: ModelInfo, device: str, dtype):
 class PipelineCache:
     """At most `capacity` models warm at once; the least recently used one is dropped."""
 
-    def __init__(self, device: str, dtype, capacity: int = 2, native_size=lambda info: 512):
+    def __init__(self, device: str, dtype, capacity: int = 2, native_size=lambda info: 512,
+                 accel: AccelOptions | None = None):
         self.device, self.dtype, self.capacity = device, dtype, capacity
+        self.accel = accel or AccelOptions()
         self.native_size = native_size
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
@@ -112,6 +116,8 @@ class PipelineCache:
             self.device = device
             for loaded in self._models.values():
                 loaded.pipe.to(device)  # derived pipelines share these modules
+                loaded.speedups += speed.for_device(loaded.pipe, self.accel, device,
+                                                    loaded.speedups)
                 if loaded.safety_checker is not None:
                     loaded.safety_checker.to(device)
 
@@ -146,9 +152,14 @@ class PipelineCache:
         if checker is not None:
             pipe.safety_checker = None
         pipe.to(self.device)
+        try:
+            speedups = speed.apply(pipe, self.accel, self.device)
+        except Exception as e:
+            raise GenerationFailed(f"could not apply speed options to {info.name!r}: {e}") from e
         self.loads += 1
         loaded = LoadedModel(info, pipe, self.native_size(info), time.perf_counter() - t0,
-                             safety_checker=checker, feature_extractor=extractor)
+                             safety_checker=checker, feature_extractor=extractor,
+                             speedups=speedups)
         loaded.schedulers[None] = pipe.scheduler
         log.info("loaded model %s in %.2fs on %s", info.name, loaded.load_seconds, self.device)
         return loaded

@@ -1,0 +1,1 @@
+"""`sdgate bench`: engine vs HTTP, cold start, concurrency, batching, encoding and the GPU path."""
