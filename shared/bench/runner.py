@@ -118,7 +118,8 @@ def run(args, work: Path) -> dict:
         from shared.config import Settings
 
         settings = Settings(models_dir=models_dir, default_model=model, device=device,
-                            output_dir=work / "outputs", public_url="http://127.0.0.1")
+                            output_dir=work / "outputs", public_url="http://127.0.0.1",
+                            jobs_db=work / "jobs.sqlite3")
         backend = local_backend(settings)
         backend.engine.warm(model)
         if "http" in sections:

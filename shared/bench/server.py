@@ -59,7 +59,8 @@ class Child:
             cmd += ["--model", model]
         # The child imports this same copy of sdgate, whatever the working directory.
         root = str(Path(shared.__file__).resolve().parent.parent)
-        child_env = {**os.environ, **(env or {}),
+        child_env = {**os.environ, "SDGATE_JOBS_DB": str(Path(output_dir) / "jobs.sqlite3"),
+                     **(env or {}),
                      "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w")

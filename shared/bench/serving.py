@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 
@@ -28,8 +29,7 @@ def cold_start(child: Child, shape: Shape, params: Params) -> dict:
     with httpx.Client(timeout=900) as client:
         for n, name in ((0, "first"), (1, "second")):
             t0 = time.perf_counter()
-            resp = post(client, child.url, shape, Params(**{**params.__dict__,
-                                                            "seed": params.seed + n}))
+            resp = post(client, child.url, shape, replace(params, seed=params.seed + n))
             now = time.perf_counter()
             if not succeeded(resp):
                 raise RuntimeError(f"cold start {name} request: HTTP {resp.status_code} "
@@ -64,8 +64,7 @@ def load_test(url: str, shape: Shape, params: Params, clients: int, requests: in
                     return
                 t0 = time.perf_counter()
                 try:
-                    resp = post(client, url, shape,
-                                Params(**{**params.__dict__, "seed": params.seed + 100 + n}))
+                    resp = post(client, url, shape, replace(params, seed=params.seed + 100 + n))
                     ok = succeeded(resp)
                     why = f"HTTP {resp.status_code}: {resp.text[:200]}"
                 except httpx.HTTPError as e:

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from shared.backend import LocalBackend
-from shared.engine.batching import BatchingEngine, batch_key
-from shared.errors import BadImage
+from shared.engine.batching import BatchingEngine, NotBatchable, batch_key, batchable
+from shared.errors import Unsupported
 from shared.generation import GenerationRequest
 from shared.storage import LocalStorage
 
@@ -93,25 +93,69 @@ def test_incompatible_requests_never_wait_on_each_others_batch(engine):
     assert results_a[0].timings["batch"] == 2 and batcher.pipeline_calls == 2
 
 
-def test_one_bad_request_does_not_fail_its_companions(engine):
-    init = engine.generate(req(seed=5)).images[0].data
-    good = req("good", seed=6, mode="img2img", init_image=init, strength=0.7)
-    bad = req("bad", seed=7, mode="img2img", init_image=b"not an image", strength=0.7)
-    batcher = BatchingEngine(engine, max_batch=2, wait_ms=60_000)
-    threads, out = [], {}
+def run_pair(batcher, a, b):
+    """Two requests sent together; each one's result, or the error it raised."""
+    out = [None, None]
 
-    def call(name, r):
+    def call(i, r):
         try:
-            out[name] = batcher.generate(r)
-        except BadImage as e:
-            out[name] = e
+            out[i] = batcher.generate(r)
+        except Exception as e:  # the assertions look at which
+            out[i] = e
 
-    for name, r in (("good", good), ("bad", bad)):
-        threads.append(threading.Thread(target=call, args=(name, r)))
-        threads[-1].start()
+    threads = [threading.Thread(target=call, args=(i, r)) for i, r in enumerate((a, b))]
+    for t in threads:
+        t.start()
     join(threads)
-    assert isinstance(out["bad"], BadImage)
-    assert close(out["good"].images[0].data, engine.generate(good).images[0].data)
+    return out
+
+
+def test_one_bad_request_does_not_fail_its_companions(engine):
+    good, bad = req("good", seed=6), req("a [cat:dog:0.5] prompt", seed=7)  # prompt editing
+    batcher = BatchingEngine(engine, max_batch=2, wait_ms=60_000)
+    got_good, got_bad = run_pair(batcher, good, bad)
+    assert isinstance(got_bad, Unsupported)
+    assert close(got_good.images[0].data, engine.generate(good).images[0].data)
+
+
+def test_prompts_of_different_lengths_fall_back_to_one_by_one(engine):
+    long = req(", ".join(["a very detailed red fox in the snow"] * 12), seed=8)  # 2 chunks
+    short = req("a fox", seed=9)
+    batcher = BatchingEngine(engine, max_batch=2, wait_ms=60_000)
+    got_long, got_short = run_pair(batcher, long, short)
+    assert got_long.timings["batch"] == got_short.timings["batch"] == 1
+    assert close(got_long.images[0].data, engine.generate(long).images[0].data)
+
+
+def test_only_plain_txt2img_requests_are_batched(engine):
+    from shared.generation import HiresFix
+
+    init = engine.generate(req(seed=5)).images[0].data
+    assert batchable(req()) and batchable(req(num_images=2, batch_size=2))
+    for other in (req(mode="img2img", init_image=init), req(num_images=2, batch_size=1),
+                  req(hires=HiresFix(width=96, height=96)), req(variant="self_attention")):
+        assert not batchable(other)
+    batcher = BatchingEngine(engine, max_batch=4, wait_ms=60_000)
+    i2i = batcher.generate(req(mode="img2img", init_image=init, strength=0.7))  # no 60 s wait
+    assert i2i.timings["batch"] == 1
+    with pytest.raises(NotBatchable):
+        engine.generate_batch([req(), req(mode="img2img", init_image=init)])
+
+
+def test_loras_in_prompts_are_part_of_the_key():
+    assert batch_key(req("a fox <lora:x:0.5>"), "m") != batch_key(req("a fox"), "m")
+    assert batch_key(req("a fox <lora:x:0.5>"), "m") == batch_key(req("a cat <lora:x:0.5>"), "m")
+
+
+def test_a_batch_keeps_each_requests_progress_task(engine):
+    from shared.progress import TASKS
+
+    reqs = [req(f"p{i}", seed=60 + i, task_id=f"batch-task-{i}") for i in range(2)]
+    results = engine.generate_batch(reqs)
+    for i, res in enumerate(results):
+        task = TASKS.get(f"batch-task-{i}")
+        assert task.finished is not None and task.fraction() == 1.0
+        assert not res.interrupted
 
 
 def test_requests_larger_than_a_batch_run_alone(engine):

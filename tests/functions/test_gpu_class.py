@@ -72,3 +72,27 @@ def test_snapshot_phase_stages_weights_in_ram_at_the_gpu_dtype(gpu_env, monkeypa
     unet = instance.engine.cache.get(instance.engine.registry.resolve(None)).pipe.unet
     param = next(unet.parameters())
     assert param.device.type == "cpu" and param.dtype == torch.float16
+
+
+def test_concurrent_inputs_share_one_pipeline_call(gpu_env, monkeypatch):
+    """@modal.concurrent runs inputs in threads; LocalBackend batches them (SDGATE_MAX_BATCH)."""
+    import threading
+
+    monkeypatch.setenv("SDGATE_MAX_BATCH", "2")
+    monkeypatch.setenv("SDGATE_BATCH_WAIT_MS", "1000")  # the second input closes it sooner
+    generator = Generator()
+    generator.generate.local(GenerationRequest(**TINY), "job-warm")  # enter hooks, once
+    results = {}
+
+    def call(n):
+        req = GenerationRequest(**{**TINY, "prompt": f"prompt {n}", "seed": 20 + n})
+        results[n] = generator.generate.local(req, f"job-{n}")
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [results[n].timings["batch"] for n in (1, 2)] == [2, 2]
+    assert [results[n].images[0].seed for n in (1, 2)] == [21, 22]
+    assert "/job-2/0.png" in results[2].images[0].url
