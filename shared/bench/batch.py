@@ -40,7 +40,10 @@ def run(engine, params, images: int = 4, reps: int = 1) -> dict:
             {"how": "one pipeline call", "images": images, "pipeline_calls": 1,
              "seconds": t_batch, "images_per_s": images / t_batch, "max_pixel_diff": diff}]
     if engine is not raw:  # the batcher the server uses: concurrent callers, merged on the fly
-        rows.append(_through_batcher(engine, reqs))
+        runs = [_through_batcher(engine, reqs) for _ in range(reps)]
+        rows.append(min(runs, key=lambda r: r["seconds"]) if reps == 1 else
+                    {**runs[0], **{k: median(r[k] for r in runs)
+                                   for k in ("seconds", "images_per_s", "pipeline_calls")}})
     return {"images": images, "rows": rows, "speedup": t_one / t_batch}
 
 

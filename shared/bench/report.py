@@ -54,7 +54,12 @@ ARCH_COLS = [("rung", "rung"), ("image_s", "s / image"), ("unet_it_s", "UNet it/
 
 def render(results: dict) -> str:
     """The whole report as markdown text."""
-    out = [f"# sdgate bench — {results['meta']['summary']}"]
+    meta = results["meta"]
+    out = [f"# sdgate bench — {meta['summary']}"]
+    if "loadavg_start" in meta:  # other processes on the machine move every figure
+        out.append(f"load average (1 min) at start {meta['loadavg_start'][0]:.2f}, at end "
+                   f"{meta.get('loadavg_end', [float('nan')])[0]:.2f}; "
+                   f"{meta.get('bench_s', 0):.0f} s in all")
     if "http" in results:
         h = results["http"]
         out += ["", "## Engine-only vs HTTP, same request (medians of "
@@ -116,7 +121,7 @@ def png_chart(results: dict, path: Path) -> bool:
                     left=[r["engine_s"] for r in rows], label="HTTP overhead")
             ax.set_xlabel("seconds per request")
             ax.set_title("Engine-only vs end-to-end HTTP")
-            ax.legend()
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
         elif key == "encoding":
             rows = [r for r in results["encoding"]["rows"] if r["content"] == "photo-like"]
             for size in sorted({r["size"] for r in rows}):

@@ -97,8 +97,8 @@ def run(args, work: Path) -> dict:
         log("preparing the model")
         models_dir, model, described = prepare_model(args, device, work)
     meta["model"] = described
-    meta["summary"] = (f"{meta['gpu'] or 'CPU'} ({meta['cpus']} cores), torch {meta['torch']}, "
-                       f"{described or args.arch}, {size}x{size}, {steps} steps")
+    meta["summary"] = f"{meta['gpu'] or 'CPU'} ({meta['cpus']} cores), torch {meta['torch']}, " + (
+        f"{described}, {size}x{size}, {steps} steps" if described else f"--arch {args.arch}")
     params = Params(size=size, steps=steps, seed=1234, init_b64=init_png_b64(size))
 
     if "encoding" in sections:
