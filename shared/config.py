@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"  # auto: fp16 on cuda, fp32 on CPU
     sdpa: bool = True  # torch's scaled_dot_product_attention processor
     channels_last: Literal["auto"] | bool = "auto"
-    fuse_qkv: bool = False  # off: a fused projection ignores LoRAs applied after fusing
+    fuse_qkv: bool = False  # off: fused projections would ignore LoRAs (refused while on)
     compile: bool = False  # torch.compile the UNet: minutes per new shape unless cached
     compile_mode: str = "max-autotune-no-cudagraphs"
     compile_cache_dir: Path | None = None  # TORCHINDUCTOR_CACHE_DIR; a volume on Modal

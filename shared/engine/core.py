@@ -102,6 +102,9 @@ class Engine:
         t0 = time.perf_counter()
         loaded = self.cache.get(info)
         timings = {"load": time.perf_counter() - t0}
+        if lora_files and "fuse_qkv" in loaded.speedups:  # fused q/k/v would bypass the LoRA
+            raise Unsupported("LoRAs cannot be applied while SDGATE_FUSE_QKV is on (the fused "
+                              "attention projections would ignore them)", param="lora")
         per_request = [self._seeds(r) for r in reqs]
         seeds = [s for own, _ in per_request for s in own]
         subseeds = [s for _, own in per_request for s in own]

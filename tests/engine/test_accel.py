@@ -152,3 +152,14 @@ def test_engine_refuses_tiny_vae_without_weights(models_dir, tmp_path):
     eng = Engine(ModelRegistry(models_dir), accel=AccelOptions(tiny_vae=True, models_dir=tmp_path))
     with pytest.raises(GenerationFailed, match="taesd"):
         eng.warm()
+
+
+def test_loras_are_refused_with_fused_qkv(models_dir, engine):
+    from shared.errors import Unsupported
+    from tests.engine.a1111_assets import LORA_NAME, ensure_assets
+
+    ensure_assets(models_dir, engine.warm().pipe)
+    fused = Engine(ModelRegistry(models_dir), accel=AccelOptions(fuse_qkv=True))
+    with pytest.raises(Unsupported, match="SDGATE_FUSE_QKV"):
+        fused.generate(GenerationRequest(**{**SMALL, "prompt": f"a fox <lora:{LORA_NAME}:1>"}))
+    assert fused.generate(GenerationRequest(**SMALL)).images[0].data  # without LoRA: fine
