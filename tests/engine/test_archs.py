@@ -40,3 +40,16 @@ def test_flop_counts_match_the_reference():
     flops = count_flops(pipe, 512)
     assert flops["unet_tflop"] == pytest.approx(0.80, abs=0.01)
     assert flops["vae_decode_tflop"] == pytest.approx(2.5, abs=0.05)
+
+
+def test_sdxl_pipeline_assembles_on_the_meta_device():
+    """The GPU ladder's SDXL pipeline (two text encoders, size conditioning) wires up, and its
+    FLOPs at 1024² match the reference (6.76 TFLOP UNet, 10.5 TFLOP VAE decode)."""
+    from shared.bench.arch import count_flops
+    from shared.engine.archs import build_pipeline
+
+    pipe = build_pipeline("sdxl", "meta")
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline" and pipe.vae_scale_factor == 8
+    flops = count_flops(pipe, 1024)
+    assert flops["unet_tflop"] == pytest.approx(6.76, abs=0.01)
+    assert flops["vae_decode_tflop"] == pytest.approx(10.5, abs=0.05)
