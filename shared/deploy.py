@@ -32,7 +32,7 @@ class DeployConfig(BaseSettings):
     gpu_max_containers: int = Field(4, ge=0)  # a spending cap; 0 means no cap
     gpu_scaledown_window: int = Field(60, ge=2, le=3600)  # idle seconds before a GPU stops
     gpu_timeout: int = Field(600, ge=10, le=86400)  # seconds per generation (and start-up)
-    gpu_concurrency: int = Field(2, ge=1, le=64)  # inputs per container: upload overlaps inference
+    gpu_concurrency: int = Field(4, ge=1, le=64)  # inputs per container: = SDGATE_MAX_BATCH, so 4 can share a call
     gpu_snapshot: bool = False  # Modal's GPU memory snapshot (alpha): VRAM restored too
     # CPU web function (the FastAPI app).
     web_min_containers: int = Field(0, ge=0)
