@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -133,31 +129,13 @@ def client(make_app):
         yield c
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# One thread-server helper for the tests and the benchmark (shared/bench/server.py).
+from shared.bench.server import free_port, in_thread  # noqa: E402
 
 
-@contextmanager
 def running(app, port: int | None = None):
-    """Serve an app with uvicorn on 127.0.0.1 in a thread; yields its base URL."""
-    import uvicorn
-
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    """Serve an app with uvicorn on 127.0.0.1 in a thread; a context yielding its base URL."""
+    return in_thread(app, port or free_port())
 
 
 @pytest.fixture
