@@ -109,7 +109,6 @@ class TaskLauncher:
         task = asyncio.get_running_loop().create_task(
             self.backend.generate(req, job_id=job_id, keep_bytes=keep_bytes))
         self._runs[job_id] = task
-        task.add_done_callback(lambda _: None)  # the result is read through `result`
         return job_id
 
     def resumable(self, handle: str) -> bool:
@@ -131,7 +130,6 @@ class JobRunner:
 
     def __init__(self, store: JobStore, backend, settings, launcher: Launcher | None = None):
         self.store = store
-        self.backend = backend
         self.launcher = launcher or TaskLauncher(backend)
         self.guard = netguard.Guard.from_settings(settings)
         self.policy = webhooks.Policy.from_settings(settings)

@@ -15,6 +15,11 @@ RATIOS: dict[str, tuple[int, int]] = {
 }
 
 
+def ceil8(n: int) -> int:
+    """The next multiple of 8 (the latent grid of every SD VAE)."""
+    return (n + 7) // 8 * 8
+
+
 def _round8(x: float) -> int:
     return max(8, int(round(x / 8)) * 8)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import io
 import logging
 import secrets
 import time
@@ -22,12 +21,9 @@ from shared.generation import (MIME, SEED_BOUND, GeneratedImage, GenerationReque
                                GenerationResult, Mode)
 from shared.infotext import format_infotext, request_params
 from shared.progress import TASKS, TaskGroup
+from shared.sizes import ceil8
 
 log = logging.getLogger(__name__)
-
-
-def ceil8(n: int) -> int:
-    return (n + 7) // 8 * 8
 
 
 def slerp(t: float, a, b):
@@ -353,7 +349,3 @@ class Engine:
         params["Version"] = "sdgate"
         return format_infotext(req.prompt, req.negative_prompt, params)
 
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """Pixel size of encoded image bytes (for img2img requests with no size)."""
-    return Image.open(io.BytesIO(data)).size

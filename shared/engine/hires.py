@@ -14,6 +14,7 @@ from PIL import Image
 
 from shared.engine.resize import cover
 from shared.errors import Unsupported
+from shared.sizes import ceil8
 
 # name -> (torch.nn.functional.interpolate mode, antialias), as upstream's latent_upscale_modes
 LATENT_UPSCALERS: dict[str, tuple[str, bool]] = {
@@ -83,7 +84,7 @@ def encode_resized(pipe, img: Image.Image, w: int, h: int):
     """img2img resize mode 3: encode the picture at its own size, then resize the latents."""
     import torch
 
-    ow, oh = (img.width + 7) // 8 * 8, (img.height + 7) // 8 * 8
+    ow, oh = ceil8(img.width), ceil8(img.height)
     pixels = pipe.image_processor.preprocess(img.resize((ow, oh), Image.LANCZOS))
     pixels = pixels.to(pipe.vae.device, pipe.vae.dtype)
     with torch.no_grad():
