@@ -8,8 +8,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODAL := $(VENV)/bin/modal
-# The local install is CPU torch; the Modal image pins its own CUDA build (functions/app.py).
-TORCH ?= torch==2.13.0
+# torch 2.14.1 + torchvision 0.29.1: the pair that lies on this machine's disk and imports together
+# (spandrel needs torchvision; the CPU-only torch 2.13.0 has no torchvision that loads beside it).
+# It runs on the CPU here; the Modal image pins its own build (functions/app.py).
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 BUCKET ?=
 REGION ?=
@@ -27,7 +29,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 

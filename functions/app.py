@@ -41,7 +41,8 @@ GPU_PACKAGES = [
     "peft==0.21.2",
     "safetensors==0.8.0",
     "tokenizers==0.23.3",
-    "torch==2.13.0",
+    "torch==2.14.1",
+    "torchvision==0.29.1",  # spandrel (upscalers, face restorers) imports it
     "transformers==5.23.0",
 ]
 
