@@ -78,6 +78,11 @@ class Generator:
         return self.backend.run(req, job_id, keep_bytes)
 
     @modal.method()
+    def op(self, name: str, req):
+        """A named engine operation (upscale, interrogate, face swap, ...): shared/engine/ops.py."""
+        return self.backend.run_op(name, req)
+
+    @modal.method()
     def loaded(self) -> list[str]:
         """Models warm in this container (a cheap call that also wakes one up)."""
         return self.engine.cache.loaded()

@@ -56,6 +56,6 @@ def web():
     generator = Generator()
     # A job may queue for a GPU before its own timeout starts: allow ten minutes for that.
     settings = settings.model_copy(update={"job_timeout_seconds": config.gpu_timeout + 600})
-    backend = remote_backend(settings, generator.generate.remote.aio)
+    backend = remote_backend(settings, generator.generate.remote.aio, generator.op.remote.aio)
     return create_app(settings, backend, job_runner=JobRunner(
         DictJobStore(jobs_dict), backend, settings, launcher=SpawnLauncher(generator.generate)))

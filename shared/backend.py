@@ -27,6 +27,9 @@ class Backend(Protocol):
     def native_size(self, model: str | None) -> int:
         """The native image side of a model, in pixels."""
 
+    async def op(self, name: str, req):
+        """Run a named engine operation (shared/engine/ops.py) next to the engine."""
+
 
 def planned_urls(storage: Storage, job_id: str, n: int, mime: str = "image/png") -> list[str]:
     """The URLs a job's images will have once stored (ModelsLab's future_links)."""
@@ -78,6 +81,15 @@ class LocalBackend:
 
     def native_size(self, model: str | None) -> int:
         return self.engine.native_size(model)
+
+    def run_op(self, name: str, req):
+        """A named engine operation (upscale, interrogate, ...), synchronously."""
+        from shared.engine import ops
+
+        return ops.run(self.engine, name, req)
+
+    async def op(self, name: str, req):
+        return await anyio.to_thread.run_sync(self.run_op, name, req)
 
     @property
     def registry(self):

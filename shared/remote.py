@@ -19,13 +19,16 @@ from shared.storage import Storage, make_storage, new_job_id
 log = logging.getLogger(__name__)
 
 RemoteCall = Callable[[GenerationRequest, str, bool], Awaitable[GenerationResult]]
+RemoteOp = Callable[[str, object], Awaitable[object]]  # (operation name, request) -> result
 
 
 class RemoteBackend:
     """Implements the Backend protocol by awaiting a remote call (Modal: `.remote.aio`)."""
 
-    def __init__(self, call: RemoteCall, registry: ModelRegistry, storage: Storage | None = None):
+    def __init__(self, call: RemoteCall, registry: ModelRegistry, storage: Storage | None = None,
+                 op_call: RemoteOp | None = None):
         self.call = call
+        self.op_call = op_call
         self.registry = registry
         self.storage = storage  # the same bucket the GPU side writes to (planned URLs, /files)
 
@@ -44,8 +47,21 @@ class RemoteBackend:
     def native_size(self, model: str | None) -> int:
         return self.registry.native_size(self.registry.resolve(model))
 
+    async def op(self, name: str, req):
+        """A named engine operation, run by the GPU class (shared/engine/ops.py)."""
+        if self.op_call is None:
+            raise GenerationFailed(f"engine operation {name!r} has no remote endpoint")
+        try:
+            return await self.op_call(name, req)
+        except SdgateError:
+            raise
+        except Exception as e:
+            log.exception("remote operation %s failed", name)
+            raise GenerationFailed(f"remote {name} failed: {type(e).__name__}: {e}") from e
 
-def remote_backend(settings: Settings, call: RemoteCall) -> RemoteBackend:
+
+def remote_backend(settings: Settings, call: RemoteCall,
+                   op_call: RemoteOp | None = None) -> RemoteBackend:
     """A RemoteBackend on the settings' models folder and storage."""
     return RemoteBackend(call, ModelRegistry(settings.models_dir, settings.default_model),
-                         make_storage(settings))
+                         make_storage(settings), op_call)

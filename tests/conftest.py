@@ -117,7 +117,18 @@ def gpu_class_backend(settings, monkeypatch):
     async def remote(req, job_id, keep_bytes):
         return await anyio.to_thread.run_sync(call, req, job_id, keep_bytes)
 
-    return remote_backend(settings, remote)
+    def call_op(name, req):
+        args = pickle.loads(pickle.dumps((name, req)))
+        try:
+            result = generator.op.local(*args)
+        except Exception as e:
+            raise pickle.loads(pickle.dumps(e)) from None
+        return pickle.loads(pickle.dumps(result))
+
+    async def remote_op(name, req):
+        return await anyio.to_thread.run_sync(call_op, name, req)
+
+    return remote_backend(settings, remote, remote_op)
 
 
 @pytest.fixture
