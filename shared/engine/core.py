@@ -234,6 +234,7 @@ class Engine:
             mode = Mode.inpaint if plan else Mode.img2img  # empty mask: upstream does img2img
         pipe = loaded.variant(req.variant) if req.variant else loaded.pipeline(mode)
         pipe.scheduler = loaded.scheduler(spec)
+        samplers.seed(pipe.scheduler, seeds[0])
         kwargs = dict(num_inference_steps=req.steps, guidance_scale=req.guidance,
                       output_type="pil", callback_on_step_end=task.on_step_end,
                       **self._encode(pipe, reqs, texts, len(seeds)))
@@ -307,6 +308,7 @@ class Engine:
         w, h = ceil8(hr.width), ceil8(hr.height)
         pipe = loaded.pipeline(Mode.img2img)
         pipe.scheduler = loaded.scheduler(spec)
+        samplers.seed(pipe.scheduler, seeds[0])
         steps = hr.steps or req.steps
         hr_prompt = prompts.extract_networks(hr.prompt)[0] if hr.prompt else prompt
         negative = hr.negative_prompt if hr.negative_prompt else req.negative_prompt
