@@ -134,10 +134,13 @@ def _depth(value) -> int:
 
 async def _multipart(request: Request) -> dict:
     """A multipart body's fields (files as bytes); a malformed one is the client's mistake."""
+    from starlette.exceptions import HTTPException
     from starlette.formparsers import MultiPartException
 
     try:
         form = await request.form(max_fields=MAX_FORM_FIELDS, max_files=MAX_FORM_FIELDS)
+    except HTTPException as e:  # starlette's own wrapping of a MultiPartException
+        raise InvalidRequest(f"malformed multipart/form-data body: {e.detail}") from e
     except (MultiPartException, AssertionError, KeyError, ValueError) as e:
         raise InvalidRequest(f"malformed multipart/form-data body: {e or type(e).__name__}") from e
     out = {}
