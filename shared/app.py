@@ -12,6 +12,7 @@ from shared import __version__
 from shared.admission import Admission
 from shared.config import Settings
 from shared.dialects import a1111, draw, form, modelslab, openai_images
+from shared.dialects.base import openapi_with_bodies
 from shared.dialects.state import DialectState
 from shared.errors import NotFound
 from shared.jobrunner import JobRunner
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app = FastAPI(title="sdgate", version=__version__,
                   description="Stable Diffusion behind the API shapes its users already call.")
     app.state.settings = settings
+    app.openapi = lambda: openapi_with_bodies(app)  # request bodies of raw-body routes
     app.state.backend = backend
     app.state.dialect_state = DialectState()  # per-key A1111 options, ModelsLab spam window
     app.state.admission = Admission(settings.max_queue, settings.busy_retry_seconds)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 
 from shared.dialects.a1111 import catalog, serving
 from shared.dialects.a1111.protocol import Img2ImgRequest, PNGInfoRequest, Txt2ImgRequest
-from shared.dialects.base import (backend, check_key, dialect_route, generate, header_key, owner,
+from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key, owner,
                                   read_fields, validate)
 from shared.errors import FieldError, ModelNotFound, Unsupported, ValidationFailed
 from shared.images import b64decode_strict, check_image, open_image
@@ -81,13 +81,13 @@ async def _generate(request: Request, req, internal):
     return serving.render(req, internal, result, urls)
 
 
-@router.post("/txt2img")
+@router.post("/txt2img", **body(Txt2ImgRequest))
 async def txt2img(request: Request):
     req = validate(Txt2ImgRequest, serving.apply_infotext(await read_fields(request)))
     return await _generate(request, req, serving.to_internal(req, options(request)))
 
 
-@router.post("/img2img")
+@router.post("/img2img", **body(Img2ImgRequest))
 async def img2img(request: Request):
     req = validate(Img2ImgRequest, serving.apply_infotext(await read_fields(request)))
     max_px = request.app.state.settings.max_image_pixels
@@ -231,7 +231,7 @@ def skip(request: Request, id_task: str | None = None):
     TASKS.skip(id_task, owner(request))
 
 
-@router.post("/png-info")
+@router.post("/png-info", **body(PNGInfoRequest))
 async def png_info(request: Request):
     req = validate(PNGInfoRequest, await read_fields(request))
     data = b64decode_strict(req.image, "image")

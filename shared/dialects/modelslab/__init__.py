@@ -12,7 +12,7 @@ import secrets
 from fastapi import APIRouter, Request
 
 from shared.backend import planned_urls
-from shared.dialects.base import (admit, backend, check_key, dialect_route, header_key, owner,
+from shared.dialects.base import (admit, body, backend, check_key, dialect_route, header_key, owner,
                                   read_fields)
 from shared.dialects.modelslab.protocol import (FetchRequest, Img2ImgRequest, InpaintRequest,
                                                 Text2ImgRequest, parse, refuse)
@@ -151,6 +151,7 @@ def _generator(model_cls: type[Text2ImgRequest], version: str):
     async def endpoint(request: Request):
         return await _generate(request, model_cls, version)
     endpoint.__name__ = f"{version}_{model_cls.mode.value}"
+    endpoint.body_model = model_cls  # documented in /openapi.json
     return endpoint
 
 
@@ -183,4 +184,5 @@ ROUTES = [
     ("/api/v4/dreambooth/fetch/{job_id}", fetch_by_path),  # what v4's fetch_result points at
 ]
 for _path, _endpoint in ROUTES:
-    router.add_api_route(_path, _endpoint, methods=["POST"])
+    _model = getattr(_endpoint, "body_model", None)
+    router.add_api_route(_path, _endpoint, methods=["POST"], **(body(_model) if _model else {}))
