@@ -158,7 +158,7 @@ class Engine:
         """The hires pass's sampler (the first pass's unless given); checks the upscaler name."""
         if req.hires is None:
             return None
-        hires.upscaler(req.hires.upscaler)
+        hires.upscaler(req.hires.upscaler, self.registry.root)
         return samplers.resolve(req.hires.sampler or req.sampler,
                                 req.hires.scheduler or req.scheduler)
 
@@ -243,7 +243,7 @@ class Engine:
             del kwargs["callback_on_step_end"]  # SAG: no step progress or interrupt
         if mode is Mode.txt2img:
             kwargs.update(self._txt2img_inputs(pipe, req, seeds, subseeds, w, h))
-            if req.hires and hires.upscaler(req.hires.upscaler).latent:
+            if req.hires and hires.upscaler(req.hires.upscaler, self.registry.root).latent:
                 kwargs["output_type"] = "latent"  # upscaled as latents, decoded after pass 2
         else:
             if req.strength * req.steps < 1:
@@ -310,7 +310,8 @@ class Engine:
         steps = hr.steps or req.steps
         hr_prompt = prompts.extract_networks(hr.prompt)[0] if hr.prompt else prompt
         negative = hr.negative_prompt if hr.negative_prompt else req.negative_prompt
-        kwargs = dict(image=hires.upscale(first, hires.upscaler(hr.upscaler), w, h),
+        up = hires.upscaler(hr.upscaler, self.registry.root)
+        kwargs = dict(image=hires.upscale(first, up, w, h, self),
                       strength=hr.strength,
                       num_inference_steps=hires.img2img_steps(steps, hr.strength),
                       guidance_scale=req.guidance, output_type="pil",
