@@ -153,8 +153,7 @@ class Engine:
         vary = req.subseed_strength > 0
         return [seed + (0 if vary else i) for i in range(n)], [subseed + i for i in range(n)]
 
-    @staticmethod
-    def _hires_spec(req: GenerationRequest):
+    def _hires_spec(self, req: GenerationRequest):
         """The hires pass's sampler (the first pass's unless given); checks the upscaler name."""
         if req.hires is None:
             return None
