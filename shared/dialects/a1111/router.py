@@ -13,7 +13,7 @@ import threading
 
 from fastapi import APIRouter, Depends, Request
 
-from shared.dialects.a1111 import catalog, serving
+from shared.dialects.a1111 import catalog, extras, serving
 from shared.dialects.a1111.protocol import Img2ImgRequest, PNGInfoRequest, Txt2ImgRequest
 from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key, owner,
                                   read_fields, validate)
@@ -101,6 +101,26 @@ async def img2img(request: Request):
     return await _generate(request, req, internal)
 
 
+# -- extras (upscaling) -------------------------------------------------------------------------
+async def _extras(request: Request, req, encoded: list[str]):
+    fmt = str(options(request).get("samples_format", "png")).lower()
+    up = extras.to_upscale(req, encoded, request.app.state.settings.max_image_pixels,
+                           options(request), fmt)
+    return await backend(request).op("upscale", up)
+
+
+@router.post("/extra-single-image")
+async def extra_single_image(request: Request):
+    req = validate(extras.ExtrasSingleImageRequest, await read_fields(request))
+    return extras.render_single(await _extras(request, req, [req.image]))
+
+
+@router.post("/extra-batch-images")
+async def extra_batch_images(request: Request):
+    req = validate(extras.ExtrasBatchImagesRequest, await read_fields(request))
+    return extras.render_batch(await _extras(request, req, [f.data for f in req.imageList]))
+
+
 # -- models, samplers, options -------------------------------------------------------------------
 @router.get("/sd-models")
 def sd_models(request: Request):
@@ -123,8 +143,13 @@ def schedulers():
 
 
 @router.get("/upscalers")
-def upscalers():
-    return catalog.upscaler_list()
+def upscalers(request: Request):
+    return catalog.upscaler_list(registry(request).root)
+
+
+@router.get("/realesrgan-models")
+def realesrgan_models(request: Request):
+    return catalog.realesrgan_models(registry(request).root)
 
 
 @router.get("/latent-upscale-modes")
