@@ -9,8 +9,11 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 
 from shared import __version__
+from shared.admission import Admission
 from shared.config import Settings
 from shared.dialects import a1111, draw, form, modelslab, openai_images
+from shared.dialects.base import openapi_with_bodies
+from shared.dialects.state import DialectState
 from shared.errors import NotFound
 from shared.jobrunner import JobRunner
 from shared.jobs import make_job_store
@@ -30,7 +33,7 @@ def local_backend(settings: Settings):
     engine = Engine(registry, settings.device, settings.max_loaded_models,
                     settings.max_image_pixels, accel=AccelOptions.from_settings(settings))
     return LocalBackend(engine, make_storage(settings), settings.max_batch,
-                        settings.batch_wait_ms)
+                        settings.batch_wait_ms, settings.generation_threads)
 
 
 def create_app(settings: Settings | None = None, backend=None, job_store=None,
@@ -41,7 +44,10 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app = FastAPI(title="sdgate", version=__version__,
                   description="Stable Diffusion behind the API shapes its users already call.")
     app.state.settings = settings
+    app.openapi = lambda: openapi_with_bodies(app)  # request bodies of raw-body routes
     app.state.backend = backend
+    app.state.dialect_state = DialectState()  # per-key A1111 options, ModelsLab spam window
+    app.state.admission = Admission(settings.max_queue, settings.busy_retry_seconds)
     # Background jobs (ModelsLab's processing / fetch flow): recovered on start, cancelled on stop.
     app.state.jobs = job_runner or JobRunner(job_store or make_job_store(settings), backend,
                                              settings)
@@ -70,7 +76,7 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
             return FileResponse(path, media_type=media)
 
     @app.get("/health", include_in_schema=False)
-    def health():
+    async def health():  # on the event loop: answers while every worker thread generates
         return {"status": "ok", "version": __version__}
 
     return app

@@ -12,12 +12,13 @@ import secrets
 from fastapi import APIRouter, Request
 
 from shared.backend import planned_urls
-from shared.dialects.base import backend, check_key, dialect_route, header_key, read_fields
+from shared.dialects.base import (admit, body, backend, check_key, dialect_route, header_key, owner,
+                                  read_fields)
 from shared.dialects.modelslab.protocol import (FetchRequest, Img2ImgRequest, InpaintRequest,
                                                 Text2ImgRequest, parse, refuse)
 from shared.dialects.modelslab.render import DIALECT, job_body, render_error
 from shared.dialects.modelslab.spam import SpamFilter
-from shared.errors import FieldError, JobNotFound, ModelNotFound, ValidationFailed
+from shared.errors import FieldError, JobNotFound, ModelNotFound, Unavailable, ValidationFailed
 from shared.generation import GenerationRequest
 from shared.images import b64decode_strict, check_image
 from shared.jobs import Job
@@ -116,12 +117,15 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
     if isinstance(req, InpaintRequest):
         images["mask"] = await _image(req.mask_image, "mask_image", guard,
                                       settings.max_image_pixels)
-    internal = req.to_internal(req.model_id, settings.enhance_prompt_suffix, **images)
-
+    internal = await admit(request, req.to_internal(req.model_id, settings.enhance_prompt_suffix,
+                                                    **images))
     runner = request.app.state.jobs
+    if runner.queue() >= settings.max_queue:
+        raise Unavailable("the server is busy; retry later", retry_after=settings.busy_retry_seconds)
     job_id = _new_id(runner.store)
     storage = getattr(be, "storage", None) or make_storage(settings)
     job = Job(id=job_id, dialect=DIALECT, eta=runner.eta(), keep_bytes=req.base64,
+              owner=internal.owner,
               future_links=planned_urls(storage, job_id, internal.num_images),
               webhook=req.webhook, track_id=None if req.track_id is None else str(req.track_id),
               request={"version": version, "meta": _meta(req, internal, job_id),
@@ -138,8 +142,8 @@ async def _fetch(request: Request, job_id: str | None) -> dict:
         raise ValidationFailed("request_id", fields=[FieldError(
             "request_id", "The request id field is required.")])
     job = request.app.state.jobs.get(str(job_id).strip())
-    if job is None or job.dialect != DIALECT:
-        raise JobNotFound("Request not found")
+    if job is None or job.dialect != DIALECT or job.owner != owner(request):
+        raise JobNotFound("Request not found")  # another key's job is as unknown as none
     return job_body(job)
 
 
@@ -147,6 +151,7 @@ def _generator(model_cls: type[Text2ImgRequest], version: str):
     async def endpoint(request: Request):
         return await _generate(request, model_cls, version)
     endpoint.__name__ = f"{version}_{model_cls.mode.value}"
+    endpoint.body_model = model_cls  # documented in /openapi.json
     return endpoint
 
 
@@ -179,4 +184,5 @@ ROUTES = [
     ("/api/v4/dreambooth/fetch/{job_id}", fetch_by_path),  # what v4's fetch_result points at
 ]
 for _path, _endpoint in ROUTES:
-    router.add_api_route(_path, _endpoint, methods=["POST"])
+    _model = getattr(_endpoint, "body_model", None)
+    router.add_api_route(_path, _endpoint, methods=["POST"], **(body(_model) if _model else {}))

@@ -231,6 +231,8 @@ MESSAGES = {
 
 
 def _message(err: dict) -> str:
+    if not err.get("loc") and err.get("type") == "value_error":  # a whole-request rule
+        return str(err.get("msg", "")).removeprefix("Value error, ")
     field = str(err["loc"][0]).replace("_", " ") if err.get("loc") else "request"
     template = MESSAGES.get(err.get("type", ""), "The {field} is invalid.")
     return template.format(field=field, **(err.get("ctx") or {}))
