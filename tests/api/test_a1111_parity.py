@@ -70,3 +70,37 @@ def test_sampler_alias_schedule_and_refusals_over_http(client):
     assert "Restart" in err["detail"]
     err = error_shape(client.post("/sdapi/v1/txt2img", json={**body, "scheduler": "nope"}), 404)
     assert "karras" in err["detail"]
+
+
+def test_prompt_editing_switches_conditioning_per_step(client):
+    body = {"width": 64, "height": 64, "steps": 4, "seed": 11, "cfg_scale": 7}
+
+    def draw(prompt, **kw):
+        r = client.post("/sdapi/v1/txt2img", json={**body, "prompt": prompt, **kw})
+        assert r.status_code == 200, r.text
+        return px(r.json()["images"][0])
+
+    cat, dog = draw("a cat"), draw("a dog")
+    edited = draw("a [cat:dog:0.5]")
+    assert not np.array_equal(edited, cat) and not np.array_equal(edited, dog)
+    assert np.array_equal(draw("a [cat:dog:4]"), cat)  # switches after the last step: cat only
+    alternate = draw("a [cat|dog]")
+    assert not np.array_equal(alternate, cat) and not np.array_equal(alternate, dog)
+    long = "a " + ", ".join(["red fox"] * 40)  # >75 tokens: several chunks, padded alike
+    assert draw(f"(a:1.2) [cat:{long}:2] BREAK x").std() > 0
+    neg = draw("a cat", negative_prompt="[blurry:sharp:0.5]")
+    assert not np.array_equal(neg, cat)
+    hr = draw("a [cat:dog:0.5]", enable_hr=True, hr_scale=1.5, denoising_strength=0.6,
+              hr_prompt="a [dog:cat:0.5]", hr_upscaler="Latent")
+    assert hr.shape == (96, 96, 3) and hr.std() > 0
+
+
+def test_prompt_editing_in_img2img(client):
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "a", "width": 64, "height": 64,
+                                              "steps": 2, "seed": 1})
+    init = r.json()["images"][0]
+    body = {"width": 64, "height": 64, "steps": 6, "seed": 2, "init_images": [init],
+            "denoising_strength": 0.8}
+    out = [px(client.post("/sdapi/v1/img2img", json={**body, "prompt": p}).json()["images"][0])
+           for p in ("a cat", "a dog", "a [cat:dog:2]")]
+    assert not np.array_equal(out[2], out[0]) and not np.array_equal(out[2], out[1])
