@@ -20,7 +20,10 @@ from collections.abc import Callable
 from shared.errors import NotFound
 
 # operation name -> the engine module whose import registers it
-MODULES: dict[str, str] = {}
+MODULES: dict[str, str] = {
+    "face_swap": "shared.engine.faces.swap",
+    "face_restore": "shared.engine.faces.restore",
+}
 
 _OPS: dict[str, Callable] = {}
 
