@@ -12,6 +12,7 @@ from shared import __version__
 from shared.admission import Admission
 from shared.config import Settings
 from shared.dialects import a1111, draw, form, modelslab, openai_images
+from shared.dialects.base import openapi_with_bodies
 from shared.dialects.state import DialectState
 from shared.errors import NotFound
 from shared.jobrunner import JobRunner
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app = FastAPI(title="sdgate", version=__version__,
                   description="Stable Diffusion behind the API shapes its users already call.")
     app.state.settings = settings
+    app.openapi = lambda: openapi_with_bodies(app)  # request bodies of raw-body routes
     app.state.backend = backend
     app.state.dialect_state = DialectState()  # per-key A1111 options, ModelsLab spam window
     app.state.admission = Admission(settings.max_queue, settings.busy_retry_seconds)
@@ -77,4 +79,5 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     async def health():  # on the event loop: answers while every worker thread generates
         return {"status": "ok", "version": __version__}
 
+    app.include_router(modelslab.fallback)  # last: unknown /api/* paths in ModelsLab's error body
     return app

@@ -134,10 +134,13 @@ def _depth(value) -> int:
 
 async def _multipart(request: Request) -> dict:
     """A multipart body's fields (files as bytes); a malformed one is the client's mistake."""
+    from starlette.exceptions import HTTPException
     from starlette.formparsers import MultiPartException
 
     try:
         form = await request.form(max_fields=MAX_FORM_FIELDS, max_files=MAX_FORM_FIELDS)
+    except HTTPException as e:  # starlette's own wrapping of a MultiPartException
+        raise InvalidRequest(f"malformed multipart/form-data body: {e.detail}") from e
     except (MultiPartException, AssertionError, KeyError, ValueError) as e:
         raise InvalidRequest(f"malformed multipart/form-data body: {e or type(e).__name__}") from e
     out = {}
@@ -156,6 +159,39 @@ def validate(model: type[BaseModel], data: dict, prefix: str = ""):
     if extra:
         log.info("%s: ignoring unknown fields %s", model.__name__, sorted(extra))
     return obj
+
+
+ERROR_RESPONSES = {str(code): {"description": text} for code, text in (
+    (400, "invalid request"), (401, "missing or wrong API key"), (404, "unknown model, sampler "
+    "or job"), (413, "body too large"), (422, "invalid fields"), (429, "rate limited"),
+    (503, "busy: retry after Retry-After seconds"))}
+
+
+def body(model: type[BaseModel], *content_types: str) -> dict:
+    """Route keywords documenting a raw-body route's request schema and error answers in
+    /openapi.json (the routes read their own bodies so each dialect renders its own errors)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    content = {t: {"schema": schema} for t in content_types or ("application/json",)}
+    return {"openapi_extra": {"requestBody": {"required": True, "content": content},
+                              "x-sdgate-schemas": defs},
+            "responses": ERROR_RESPONSES}
+
+
+def openapi_with_bodies(app) -> dict:
+    """The app's OpenAPI document with each route's body models under components/schemas."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for item in doc.get("paths", {}).values():
+        for operation in item.values():
+            schemas.update(operation.pop("x-sdgate-schemas", {}) or {})
+    app.openapi_schema = doc
+    return doc
 
 
 def header_key(request: Request) -> str | None:

@@ -155,12 +155,11 @@ class Engine:
         return ([nth(seed, 0 if vary else i) for i in range(n)],
                 [nth(subseed, i) for i in range(n)])
 
-    @staticmethod
-    def _hires_spec(req: GenerationRequest):
+    def _hires_spec(self, req: GenerationRequest):
         """The hires pass's sampler (the first pass's unless given); checks the upscaler name."""
         if req.hires is None:
             return None
-        hires.upscaler(req.hires.upscaler)
+        hires.upscaler(req.hires.upscaler, self.registry.root)
         return samplers.resolve(req.hires.sampler or req.sampler,
                                 req.hires.scheduler or req.scheduler)
 
@@ -245,7 +244,7 @@ class Engine:
             del kwargs["callback_on_step_end"]  # SAG: no step progress or interrupt
         if mode is Mode.txt2img:
             kwargs.update(self._txt2img_inputs(pipe, req, seeds, subseeds, w, h))
-            if req.hires and hires.upscaler(req.hires.upscaler).latent:
+            if req.hires and hires.upscaler(req.hires.upscaler, self.registry.root).latent:
                 kwargs["output_type"] = "latent"  # upscaled as latents, decoded after pass 2
         else:
             if req.strength * req.steps < 1:
@@ -312,7 +311,8 @@ class Engine:
         steps = hr.steps or req.steps
         hr_prompt = prompts.extract_networks(hr.prompt)[0] if hr.prompt else prompt
         negative = hr.negative_prompt if hr.negative_prompt else req.negative_prompt
-        kwargs = dict(image=hires.upscale(first, hires.upscaler(hr.upscaler), w, h),
+        up = hires.upscaler(hr.upscaler, self.registry.root)
+        kwargs = dict(image=hires.upscale(first, up, w, h, self),
                       strength=hr.strength,
                       num_inference_steps=hires.img2img_steps(steps, hr.strength),
                       guidance_scale=req.guidance, output_type="pil",

@@ -13,9 +13,9 @@ import threading
 
 from fastapi import APIRouter, Depends, Request
 
-from shared.dialects.a1111 import catalog, serving
+from shared.dialects.a1111 import catalog, extras, serving
 from shared.dialects.a1111.protocol import Img2ImgRequest, PNGInfoRequest, Txt2ImgRequest
-from shared.dialects.base import (backend, check_key, dialect_route, generate, header_key, owner,
+from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key, owner,
                                   read_fields, validate)
 from shared.errors import FieldError, ModelNotFound, Unsupported, ValidationFailed
 from shared.images import b64decode_strict, check_image, open_image
@@ -81,13 +81,13 @@ async def _generate(request: Request, req, internal):
     return serving.render(req, internal, result, urls)
 
 
-@router.post("/txt2img")
+@router.post("/txt2img", **body(Txt2ImgRequest))
 async def txt2img(request: Request):
     req = validate(Txt2ImgRequest, serving.apply_infotext(await read_fields(request)))
     return await _generate(request, req, serving.to_internal(req, options(request)))
 
 
-@router.post("/img2img")
+@router.post("/img2img", **body(Img2ImgRequest))
 async def img2img(request: Request):
     req = validate(Img2ImgRequest, serving.apply_infotext(await read_fields(request)))
     max_px = request.app.state.settings.max_image_pixels
@@ -99,6 +99,26 @@ async def img2img(request: Request):
     mask = check_image(b64decode_strict(req.mask, "mask"), max_px, "mask") if req.mask else None
     internal = serving.to_internal(req, options(request), init=init, mask=mask)
     return await _generate(request, req, internal)
+
+
+# -- extras (upscaling) -------------------------------------------------------------------------
+async def _extras(request: Request, req, encoded: list[str]):
+    fmt = str(options(request).get("samples_format", "png")).lower()
+    up = extras.to_upscale(req, encoded, request.app.state.settings.max_image_pixels,
+                           options(request), fmt)
+    return await backend(request).op("upscale", up)
+
+
+@router.post("/extra-single-image")
+async def extra_single_image(request: Request):
+    req = validate(extras.ExtrasSingleImageRequest, await read_fields(request))
+    return extras.render_single(await _extras(request, req, [req.image]))
+
+
+@router.post("/extra-batch-images")
+async def extra_batch_images(request: Request):
+    req = validate(extras.ExtrasBatchImagesRequest, await read_fields(request))
+    return extras.render_batch(await _extras(request, req, [f.data for f in req.imageList]))
 
 
 # -- models, samplers, options -------------------------------------------------------------------
@@ -123,8 +143,13 @@ def schedulers():
 
 
 @router.get("/upscalers")
-def upscalers():
-    return catalog.upscaler_list()
+def upscalers(request: Request):
+    return catalog.upscaler_list(registry(request).root)
+
+
+@router.get("/realesrgan-models")
+def realesrgan_models(request: Request):
+    return catalog.realesrgan_models(registry(request).root)
 
 
 @router.get("/latent-upscale-modes")
@@ -231,7 +256,7 @@ def skip(request: Request, id_task: str | None = None):
     TASKS.skip(id_task, owner(request))
 
 
-@router.post("/png-info")
+@router.post("/png-info", **body(PNGInfoRequest))
 async def png_info(request: Request):
     req = validate(PNGInfoRequest, await read_fields(request))
     data = b64decode_strict(req.image, "image")

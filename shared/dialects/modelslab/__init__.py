@@ -13,7 +13,7 @@ import anyio
 from fastapi import APIRouter, Request
 
 from shared.backend import planned_urls
-from shared.dialects.base import (admit, backend, check_key, dialect_route, header_key, owner,
+from shared.dialects.base import (admit, body, backend, check_key, dialect_route, header_key, owner,
                                   read_fields)
 from shared.dialects.modelslab.protocol import (FetchRequest, Img2ImgRequest, InpaintRequest,
                                                 Text2ImgRequest, parse, refuse)
@@ -165,6 +165,7 @@ def _generator(model_cls: type[Text2ImgRequest], version: str):
     async def endpoint(request: Request):
         return await _generate(request, model_cls, version)
     endpoint.__name__ = f"{version}_{model_cls.mode.value}"
+    endpoint.body_model = model_cls  # documented in /openapi.json
     return endpoint
 
 
@@ -233,7 +234,10 @@ ROUTES = [
     ("/api/v6/images/system_load", system_load),
 ]
 for _path, _endpoint in ROUTES:
-    router.add_api_route(_path, _endpoint, methods=["POST"])
-# last: every other /api/* path and method answers in upstream's error body
-router.add_api_route("/api/{rest:path}", unknown, include_in_schema=False,
-                     methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    _model = getattr(_endpoint, "body_model", None)
+    router.add_api_route(_path, _endpoint, methods=["POST"], **(body(_model) if _model else {}))
+# Every other /api/* path and method answers in upstream's error body. A router of its own, which
+# the app includes after every other route, so it never shadows one added later.
+fallback = APIRouter(route_class=dialect_route(render_error))
+fallback.add_api_route("/api/{rest:path}", unknown, include_in_schema=False,
+                       methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

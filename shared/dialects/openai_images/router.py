@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from shared.dialects.base import (backend, check_key, dialect_route, generate, header_key,
+from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key,
                                   read_fields, validate)
 from shared.dialects.openai_images.masks import edit_mask
 from shared.dialects.openai_images.protocol import (ImageEditRequest, ImageGenerateRequest,
@@ -78,7 +78,7 @@ async def _respond(request: Request, internal: GenerationRequest, kind: Response
     return render(result.images, kind, internal)
 
 
-@router.post("/v1/images/generations")
+@router.post("/v1/images/generations", **body(ImageGenerateRequest))
 async def generations(request: Request):
     check_key(request, header_key(request))
     req = validate(ImageGenerateRequest, await read_fields(request))
