@@ -234,3 +234,17 @@ def test_weighted_prompts_draw_real_pixels(client, prompt):
     img = pixels(r.json()["images"][0])
     assert np.isfinite(img).all() and img.std() > 5  # not black, not constant
     assert np.abs(img - plain).max() > 0  # the weights reached the conditioning
+
+
+def test_a_model_miss_does_not_rehash_models_on_disk(models_dir, monkeypatch):
+    from shared.engine import registry as reg
+    from shared.errors import ModelNotFound
+
+    r = reg.ModelRegistry(models_dir)
+    r.models()
+    calls = []
+    real = reg._short_hash
+    monkeypatch.setattr(reg, "_short_hash", lambda p: calls.append(p) or real(p))
+    with pytest.raises(ModelNotFound):
+        r.resolve("no-such-model")  # rescans once, finds the same unchanged folders
+    assert calls == []
