@@ -13,6 +13,7 @@ from PIL import Image, PngImagePlugin
 from shared.errors import BadImage
 
 ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP"}
+MIN_SIDE = 8  # an input image narrower than this carries nothing to work from
 _DATA_URI = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
 _WS = re.compile(r"\s+")
 
@@ -41,6 +42,9 @@ def open_image(data: bytes, max_pixels: int, field: str = "image") -> Image.Imag
             if w * h > max_pixels:
                 raise BadImage(f"{field}: {w}x{h} is over the limit of {max_pixels} pixels",
                                param=field)
+            if min(w, h) < MIN_SIDE:
+                raise BadImage(f"{field}: {w}x{h} is too small; each side needs at least "
+                               f"{MIN_SIDE} pixels", param=field)
             img.load()
     except BadImage:
         raise

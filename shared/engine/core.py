@@ -10,8 +10,8 @@ import time
 from PIL import Image
 
 from shared import images as imgs
-from shared.engine import (embeddings, hires, loras, masking, prompts, resize, safety, samplers,
-                           tiling)
+from shared.engine import (embeddings, hires, loras, masking, nancheck, prompts, resize, safety,
+                           samplers, tiling)
 from shared.engine.accel import AccelOptions
 from shared.engine.batching import NotBatchable, batchable
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
@@ -104,7 +104,7 @@ class Engine:
         per_request = [self._seeds(r) for r in reqs]
         seeds = [s for own, _ in per_request for s in own]
         subseeds = [s for _, own in per_request for s in own]
-        tasks = [TASKS.open(r.task_id) for r in reqs]
+        tasks = [TASKS.open(r.task_id, r.owner) for r in reqs]
         task = tasks[0] if len(tasks) == 1 else TaskGroup(tasks)
         try:
             with loaded.lock:
@@ -151,14 +151,15 @@ class Engine:
         subseed = req.subseed if req.subseed != -1 else secrets.randbelow(SEED_BOUND)
         n = req.num_images
         vary = req.subseed_strength > 0
-        return [seed + (0 if vary else i) for i in range(n)], [subseed + i for i in range(n)]
+        nth = GenerationRequest.nth_seed
+        return ([nth(seed, 0 if vary else i) for i in range(n)],
+                [nth(subseed, i) for i in range(n)])
 
-    @staticmethod
-    def _hires_spec(req: GenerationRequest):
+    def _hires_spec(self, req: GenerationRequest):
         """The hires pass's sampler (the first pass's unless given); checks the upscaler name."""
         if req.hires is None:
             return None
-        hires.upscaler(req.hires.upscaler)
+        hires.upscaler(req.hires.upscaler, self.registry.root)
         return samplers.resolve(req.hires.sampler or req.sampler,
                                 req.hires.scheduler or req.scheduler)
 
@@ -243,7 +244,7 @@ class Engine:
             del kwargs["callback_on_step_end"]  # SAG: no step progress or interrupt
         if mode is Mode.txt2img:
             kwargs.update(self._txt2img_inputs(pipe, req, seeds, subseeds, w, h))
-            if req.hires and hires.upscaler(req.hires.upscaler).latent:
+            if req.hires and hires.upscaler(req.hires.upscaler, self.registry.root).latent:
                 kwargs["output_type"] = "latent"  # upscaled as latents, decoded after pass 2
         else:
             if req.strength * req.steps < 1:
@@ -260,7 +261,7 @@ class Engine:
             else:
                 kwargs["image"] = resize.fit(init, req.resize_mode, w, h).resize((w, h))
         task.begin_call(req.steps if mode is Mode.txt2img else int(req.steps * req.strength))
-        result = pipe(**kwargs)
+        result = nancheck.checked_call(pipe, kwargs)
         task.end_call()
         out = result.images
         if req.hires is not None:
@@ -310,7 +311,8 @@ class Engine:
         steps = hr.steps or req.steps
         hr_prompt = prompts.extract_networks(hr.prompt)[0] if hr.prompt else prompt
         negative = hr.negative_prompt if hr.negative_prompt else req.negative_prompt
-        kwargs = dict(image=hires.upscale(first, hires.upscaler(hr.upscaler), w, h),
+        up = hires.upscaler(hr.upscaler, self.registry.root)
+        kwargs = dict(image=hires.upscale(first, up, w, h, self),
                       strength=hr.strength,
                       num_inference_steps=hires.img2img_steps(steps, hr.strength),
                       guidance_scale=req.guidance, output_type="pil",
@@ -320,7 +322,7 @@ class Engine:
         if req.eta is not None:
             kwargs["eta"] = req.eta
         task.begin_call(steps)
-        out = pipe(**kwargs).images
+        out = nancheck.checked_call(pipe, kwargs).images
         task.end_call()
         return out
 

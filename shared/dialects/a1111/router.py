@@ -13,10 +13,10 @@ import threading
 
 from fastapi import APIRouter, Depends, Request
 
-from shared.dialects.a1111 import catalog, serving
+from shared.dialects.a1111 import catalog, extras, serving
 from shared.dialects.a1111.protocol import Img2ImgRequest, PNGInfoRequest, Txt2ImgRequest
-from shared.dialects.base import (backend, check_key, dialect_route, header_key, read_fields,
-                                  validate)
+from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key, owner,
+                                  read_fields, validate)
 from shared.errors import FieldError, ModelNotFound, Unsupported, ValidationFailed
 from shared.images import b64decode_strict, check_image, open_image
 from shared.progress import TASKS
@@ -45,16 +45,15 @@ router = APIRouter(route_class=dialect_route(serving.render_error),
                    dependencies=[Depends(authorised)], tags=["AUTOMATIC1111 /sdapi/v1"])
 
 
-# -- per-app state -------------------------------------------------------------------------------
+# -- per-key state -------------------------------------------------------------------------------
 _STATE_LOCK = threading.Lock()
 
 
 def options(request: Request) -> dict:
-    """The options POSTed to /options (upstream's settings), kept per app in memory."""
-    with _STATE_LOCK:
-        if not hasattr(request.app.state, "a1111_options"):
-            request.app.state.a1111_options = {}
-        return request.app.state.a1111_options
+    """The options the caller's key POSTed to /options (upstream's settings): each key has its
+    own, over the server's defaults, so one customer's settings never change another's images.
+    Kept per app in memory (shared/dialects/state.py: the one declared place for it)."""
+    return request.app.state.dialect_state.namespace("a1111.options", owner(request))
 
 
 def registry(request: Request):
@@ -75,20 +74,20 @@ async def _generate(request: Request, req, internal):
     if internal.model:
         registry(request).resolve(internal.model)  # unknown checkpoint: 404 before any work
     urls = (req.response_format or request.headers.get(URL_HEADER, "")).lower() == "url"
-    result = await backend(request).generate(internal, keep_bytes=not urls)
+    result = await generate(request, internal, keep_bytes=not urls, allow_interrupted=True)
     if not req.override_settings_restore_afterwards and req.override_settings:
         kept = {k: v for k, v in req.override_settings.items() if k in serving.OPTION_DEFAULTS}
         options(request).update(kept)
     return serving.render(req, internal, result, urls)
 
 
-@router.post("/txt2img")
+@router.post("/txt2img", **body(Txt2ImgRequest))
 async def txt2img(request: Request):
     req = validate(Txt2ImgRequest, serving.apply_infotext(await read_fields(request)))
     return await _generate(request, req, serving.to_internal(req, options(request)))
 
 
-@router.post("/img2img")
+@router.post("/img2img", **body(Img2ImgRequest))
 async def img2img(request: Request):
     req = validate(Img2ImgRequest, serving.apply_infotext(await read_fields(request)))
     max_px = request.app.state.settings.max_image_pixels
@@ -100,6 +99,26 @@ async def img2img(request: Request):
     mask = check_image(b64decode_strict(req.mask, "mask"), max_px, "mask") if req.mask else None
     internal = serving.to_internal(req, options(request), init=init, mask=mask)
     return await _generate(request, req, internal)
+
+
+# -- extras (upscaling) -------------------------------------------------------------------------
+async def _extras(request: Request, req, encoded: list[str]):
+    fmt = str(options(request).get("samples_format", "png")).lower()
+    up = extras.to_upscale(req, encoded, request.app.state.settings.max_image_pixels,
+                           options(request), fmt)
+    return await backend(request).op("upscale", up)
+
+
+@router.post("/extra-single-image")
+async def extra_single_image(request: Request):
+    req = validate(extras.ExtrasSingleImageRequest, await read_fields(request))
+    return extras.render_single(await _extras(request, req, [req.image]))
+
+
+@router.post("/extra-batch-images")
+async def extra_batch_images(request: Request):
+    req = validate(extras.ExtrasBatchImagesRequest, await read_fields(request))
+    return extras.render_batch(await _extras(request, req, [f.data for f in req.imageList]))
 
 
 # -- models, samplers, options -------------------------------------------------------------------
@@ -124,8 +143,13 @@ def schedulers():
 
 
 @router.get("/upscalers")
-def upscalers():
-    return catalog.upscaler_list()
+def upscalers(request: Request):
+    return catalog.upscaler_list(registry(request).root)
+
+
+@router.get("/realesrgan-models")
+def realesrgan_models(request: Request):
+    return catalog.realesrgan_models(registry(request).root)
 
 
 @router.get("/latent-upscale-modes")
@@ -212,23 +236,27 @@ def refresh_vae():
 
 # -- progress, interrupt, skip, png-info, memory ------------------------------------------------
 @router.get("/progress")
-def progress(skip_current_image: bool = False, id_task: str | None = None):
-    """Upstream's global progress; `?id_task=` (a request's force_task_id) for one task."""
-    return serving.progress(TASKS.get(id_task) if id_task else TASKS.current())
+def progress(request: Request, skip_current_image: bool = False, id_task: str | None = None):
+    """The caller's progress (upstream's is global; here each key sees only its own tasks);
+    `?id_task=` (a request's force_task_id) for one task. Idle: the last task's timestamp."""
+    me = owner(request)
+    if id_task:
+        return serving.progress(TASKS.get(id_task, me))
+    return serving.progress(TASKS.current(me), idle=TASKS.last(me))
 
 
 @router.post("/interrupt")
-def interrupt(id_task: str | None = None):
-    TASKS.interrupt(id_task)
+def interrupt(request: Request, id_task: str | None = None):
+    TASKS.interrupt(id_task, owner(request))  # only the caller's own tasks
     return {}
 
 
 @router.post("/skip")
-def skip(id_task: str | None = None):
-    TASKS.skip(id_task)
+def skip(request: Request, id_task: str | None = None):
+    TASKS.skip(id_task, owner(request))
 
 
-@router.post("/png-info")
+@router.post("/png-info", **body(PNGInfoRequest))
 async def png_info(request: Request):
     req = validate(PNGInfoRequest, await read_fields(request))
     data = b64decode_strict(req.image, "image")

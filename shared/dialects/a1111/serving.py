@@ -269,12 +269,13 @@ def render(req: ProcessingRequest, internal: GenerationRequest, result: Generati
     return {"images": images, "parameters": parameters(req), "info": info(req, internal, result)}
 
 
-def progress(task) -> dict:
-    """GET /progress for one task (None: nothing running), in upstream's shape."""
+def progress(task, idle=None) -> dict:
+    """GET /progress for one task (None: nothing running), in upstream's shape; idle, the last
+    task's job_timestamp stays as upstream keeps it."""
     if task is None:
         state = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "",
-                 "job_count": 0, "job_timestamp": "0", "job_no": 0, "sampling_step": 0,
-                 "sampling_steps": 0}
+                 "job_count": 0, "job_timestamp": idle.timestamp if idle else "0", "job_no": 0,
+                 "sampling_step": 0, "sampling_steps": 0}
         return {"progress": 0, "eta_relative": 0, "state": state, "current_image": None,
                 "textinfo": None}
     state = {"skipped": task.skipped, "interrupted": task.interrupted,

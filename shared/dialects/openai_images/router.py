@@ -8,8 +8,8 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from shared.dialects.base import (backend, check_key, dialect_route, header_key, read_fields,
-                                  validate)
+from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key,
+                                  read_fields, validate)
 from shared.dialects.openai_images.masks import edit_mask
 from shared.dialects.openai_images.protocol import (ImageEditRequest, ImageGenerateRequest,
                                                     ImageVariationRequest, ResponseFormat,
@@ -20,7 +20,7 @@ from shared.images import open_image
 
 # Our error codes where OpenAI has its own word for the same thing.
 CODES = {"validation_error": "invalid_value", "unsupported": "unsupported_value",
-         "rate_limited": "rate_limit_exceeded"}
+         "rate_limited": "rate_limit_exceeded", "unavailable": "server_busy"}
 
 
 def render_error(err: SdgateError) -> JSONResponse:
@@ -74,11 +74,11 @@ async def _uploads(request: Request) -> tuple[dict, bytes, bytes | None]:
 
 
 async def _respond(request: Request, internal: GenerationRequest, kind: ResponseFormat) -> dict:
-    result = await backend(request).generate(internal, keep_bytes=kind == "b64_json")
+    result = await generate(request, internal, keep_bytes=kind == "b64_json")
     return render(result.images, kind, internal)
 
 
-@router.post("/v1/images/generations")
+@router.post("/v1/images/generations", **body(ImageGenerateRequest))
 async def generations(request: Request):
     check_key(request, header_key(request))
     req = validate(ImageGenerateRequest, await read_fields(request))
