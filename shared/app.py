@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from shared import __version__
 from shared.admission import Admission
 from shared.config import Settings
-from shared.dialects import a1111, draw, form, modelslab, openai_images
+from shared.dialects import a1111, draw, form, modelslab, openai_images, reactor
 from shared.dialects.base import openapi_with_bodies
 from shared.dialects.state import DialectState
 from shared.errors import NotFound
@@ -61,6 +61,8 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app.include_router(modelslab.router)  # seed 003: /api/v3/..., /api/v4/dreambooth/...
     for prefix in a1111.PREFIXES:  # seed 001 / A1111: /sdapi/v1 and the gateway's /v1/sdapi/v1
         app.include_router(a1111.router, prefix=prefix)
+    for prefix in reactor.PREFIXES:  # ReActor extension: /reactor/* and /v1/reactor/*
+        app.include_router(reactor.router, prefix=prefix)
 
     storage = getattr(backend, "storage", None)
     if isinstance(storage, LocalStorage):

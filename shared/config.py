@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = Field(20.0, gt=0)
     fetch_max_redirects: int = Field(5, ge=0, le=20)
 
+    # Faces (docs/faces.md): face swap / restoration routes; off answers 503 on every one
+    faces: bool = True
+
     # ModelsLab's enhance_prompt: these terms are appended to the prompt
     enhance_prompt_suffix: str = ("highly detailed, sharp focus, intricate details, "
                                   "professional lighting, best quality")
