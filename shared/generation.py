@@ -71,7 +71,7 @@ class HiresFix(BaseModel):
     width: int = Field(ge=MIN_SIDE, le=4096)  # final size: the first pass is upscaled to cover it, then
     height: int = Field(ge=MIN_SIDE, le=4096)  # centre-cropped
     steps: int | None = Field(None, ge=1, le=500)  # None: the first pass's steps
-    strength: float = Field(0.7, gt=0.0, le=1.0)
+    strength: float = Field(0.7, ge=0.0, le=1.0)  # 0: the upscaled first pass, undenoised
     upscaler: str = "Latent"  # a latent mode ("Latent", "Latent (bicubic)", ...), "Lanczos", ...
     sampler: str | None = None  # None: the first pass's sampler and schedule type
     scheduler: str | None = None

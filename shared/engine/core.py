@@ -328,6 +328,15 @@ class Engine:
         pipe.scheduler = loaded.scheduler(spec)
         samplers.seed(pipe.scheduler, seeds[0])
         steps = hr.steps or req.steps
+        if hr.strength == 0:  # no denoising asked: the upscaled first pass as it is
+            up = hires.upscaler(hr.upscaler, self.registry.root)
+            image = hires.upscale(first, up, w, h, self)
+            if not up.latent:
+                return image
+            with torch.no_grad():
+                vae = pipe.vae
+                pixels = vae.decode(image / vae.config.scaling_factor, return_dict=False)[0]
+            return pipe.image_processor.postprocess(pixels, output_type="pil")
         hr_prompt = prompts.extract_networks(hr.prompt)[0] if hr.prompt else prompt
         negative = hr.negative_prompt if hr.negative_prompt else req.negative_prompt
         up = hires.upscaler(hr.upscaler, self.registry.root)

@@ -104,3 +104,28 @@ def test_prompt_editing_in_img2img(client):
     out = [px(client.post("/sdapi/v1/img2img", json={**body, "prompt": p}).json()["images"][0])
            for p in ("a cat", "a dog", "a [cat:dog:2]")]
     assert not np.array_equal(out[2], out[0]) and not np.array_equal(out[2], out[1])
+
+
+def test_hires_denoising_zero_is_the_upscaled_first_pass(client):
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2, "seed": 9}
+    first = decode(client.post("/sdapi/v1/txt2img", json=body).json()["images"][0])
+    r = client.post("/sdapi/v1/txt2img", json={**body, "enable_hr": True, "hr_scale": 2,
+                                              "hr_upscaler": "Lanczos", "denoising_strength": 0})
+    assert r.status_code == 200, r.text
+    hr = np.asarray(decode(r.json()["images"][0]).convert("RGB")).astype(int)
+    want = np.asarray(first.convert("RGB").resize((128, 128), Image.LANCZOS)).astype(int)
+    assert hr.shape == (128, 128, 3) and np.abs(hr - want).max() <= 1
+    latent = client.post("/sdapi/v1/txt2img", json={**body, "enable_hr": True, "hr_scale": 2,
+                                                   "denoising_strength": 0})
+    assert decode(latent.json()["images"][0]).size == (128, 128)
+
+
+@pytest.mark.parametrize("extra", [{"infotext": "a\nSteps: 2, Size: 64xabc, Seed: 1"},
+                                   {"infotext": "a\nSteps: 2, Sampler: Euler, Size: 64x64, "
+                                                "Clip skip: two"},
+                                   {"override_settings": {"CLIP_stop_at_last_layers": "x"},
+                                    "width": 64, "height": 64}])
+def test_user_strings_that_are_not_integers_are_422(client, extra):
+    body = error_shape(client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a", "steps": 2, **extra}), 422)
+    assert "not an integer" in body["errors"]

@@ -66,6 +66,14 @@ _INFOTEXT_FIELDS = {"Prompt": "prompt", "Negative prompt": "negative_prompt", "S
                     "Denoising strength": "denoising_strength"}
 
 
+def _int(field: str, value) -> int:
+    """int() of a user's value, or a 422 naming the field (never a 500)."""
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        raise _invalid(field, f"{value!r} is not an integer") from None
+
+
 def apply_infotext(data: dict) -> dict:
     """Upstream's `infotext` request field: its parameters fill the fields not given."""
     text = data.get("infotext")
@@ -77,10 +85,13 @@ def apply_infotext(data: dict) -> dict:
         if params.get(label) not in (None, "") and field not in data:
             out[field] = params[label]
     if "Size" in params and "width" not in data and "height" not in data:
-        out["width"], out["height"] = (int(v) for v in params["Size"].split("x"))
+        size = params["Size"].split("x")
+        if len(size) != 2:
+            raise _invalid("infotext", f"Size {params['Size']!r} is not WIDTHxHEIGHT")
+        out["width"], out["height"] = (_int("infotext", v) for v in size)
     if "Clip skip" in params:
         settings = dict(out.get("override_settings") or {})
-        settings.setdefault("CLIP_stop_at_last_layers", int(params["Clip skip"]))
+        settings.setdefault("CLIP_stop_at_last_layers", _int("infotext", params["Clip skip"]))
         out["override_settings"] = settings
     return out
 
@@ -151,7 +162,8 @@ def _hires(req: Txt2ImgRequest, w: int, h: int, model: str | None) -> HiresFix |
                           "supported", param="hr_checkpoint_name")
     hw, hh = hires_size(req, w, h)
     return HiresFix(width=hw, height=hh, steps=req.hr_second_pass_steps or None,
-                    strength=req.denoising_strength or DEFAULT_HR_STRENGTH,
+                    strength=DEFAULT_HR_STRENGTH if req.denoising_strength is None
+                    else req.denoising_strength,  # 0 is honoured: no second denoising
                     upscaler=req.hr_upscaler or "Latent", sampler=req.hr_sampler_name,
                     scheduler=schedule_name(req.hr_scheduler), prompt=req.hr_prompt or None,
                     negative_prompt=req.hr_negative_prompt or None)
@@ -178,7 +190,8 @@ def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = N
         scheduler=schedule_name(req.scheduler), seed=req.seed,
         subseed=req.subseed if req.subseed != -1 else secrets.randbelow(SEED_BOUND),
         subseed_strength=req.subseed_strength, num_images=req.batch_size * req.n_iter,
-        batch_size=req.batch_size, clip_skip=int(settings.get("CLIP_stop_at_last_layers") or 1),
+        batch_size=req.batch_size, clip_skip=_int("override_settings.CLIP_stop_at_last_layers",
+                                                  settings.get("CLIP_stop_at_last_layers") or 1),
         output_format=SAMPLES_FORMATS[fmt], tiling=bool(req.tiling), eta=req.eta,
         task_id=task_id or req.force_task_id or uuid.uuid4().hex)
     if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0:
