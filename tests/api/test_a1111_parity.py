@@ -129,3 +129,58 @@ def test_user_strings_that_are_not_integers_are_422(client, extra):
     body = error_shape(client.post("/sdapi/v1/txt2img", json={
         "prompt": "a", "steps": 2, **extra}), 422)
     assert "not an integer" in body["errors"]
+
+
+# -- routes and response keys against upstream's list (tests/fixtures/a1111_v1_10_api.json) ----
+def _upstream():
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent.parent / "fixtures" / "a1111_v1_10_api.json")
+                      .read_text())
+
+
+def test_every_upstream_route_is_served_at_both_prefixes(client):
+    spec = _upstream()
+    missing = []
+    for method, path, _ in spec["routes"]:
+        if path in spec["pending_elsewhere"]:
+            continue
+        for prefix in PREFIXES:
+            # A body that is not JSON: a real route answers (or refuses it) itself; only an
+            # unknown path reaches the fallback's plain "Not Found".
+            r = client.request(method, f"{prefix}/{path}", content=b"{not json",
+                               headers={"content-type": "application/json"})
+            if r.status_code == 404 and r.json().get("detail") == "Not Found":
+                missing.append((method, prefix, path))
+    assert missing == []
+
+
+@pytest.mark.parametrize("path, model", [("samplers", "SamplerItem[]"),
+                                         ("schedulers", "SchedulerItem[]"),
+                                         ("upscalers", "UpscalerItem[]"),
+                                         ("latent-upscale-modes", "LatentUpscalerModeItem[]"),
+                                         ("sd-models", "SDModelItem[]"), ("memory", "MemoryResponse"),
+                                         ("embeddings", "EmbeddingsResponse"),
+                                         ("progress", "ProgressResponse"),
+                                         ("scripts", "ScriptsList"), ("cmd-flags", "FlagsModel"),
+                                         ("options", "OptionsModel")])
+def test_response_keys_are_upstreams(client, path, model):
+    want = _upstream()["models"][model.removesuffix("[]")]
+    for prefix in PREFIXES:
+        body = client.get(f"{prefix}/{path}").json()
+        items = body if model.endswith("[]") else [body]
+        assert items, path
+        for item in items:
+            assert set(want) <= set(item), (path, set(want) - set(item))
+
+
+def test_unknown_routes_and_refusals_in_upstreams_error_shape(client):
+    for prefix in PREFIXES:
+        body = error_shape(client.get(f"{prefix}/no-such-route"), 404)
+        assert body["detail"] == "Not Found"
+        error_shape(client.post(f"{prefix}/server-kill"), 404)
+        body = error_shape(client.post(f"{prefix}/train/embedding", json={}), 400)
+        assert "training" in body["detail"]
+        assert client.post(f"{prefix}/reload-checkpoint").json() == {}
+        assert client.get(f"{prefix}/extensions").json() == []

@@ -17,7 +17,7 @@ from shared.dialects.a1111 import catalog, extras, serving
 from shared.dialects.a1111.protocol import Img2ImgRequest, PNGInfoRequest, Txt2ImgRequest
 from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key, owner,
                                   read_fields, validate)
-from shared.errors import FieldError, ModelNotFound, Unsupported, ValidationFailed
+from shared.errors import FieldError, ModelNotFound, NotFound, Unsupported, ValidationFailed
 from shared.images import b64decode_strict, check_image, open_image
 from shared.progress import TASKS
 
@@ -267,3 +267,54 @@ async def png_info(request: Request):
 def memory(request: Request):
     stats = getattr(backend(request), "memory", None)
     return {"ram": catalog.ram(), "cuda": stats() if stats else {"error": "unavailable"}}
+
+
+# -- upstream v1.10 routes sdgate answers without the machinery behind them ---------------------
+@router.post("/reload-checkpoint")
+@router.post("/unload-checkpoint")
+def checkpoint_residency():
+    """Models are loaded on first use and evicted by the engine's LRU cache (SDGATE max_loaded);
+    there is no single loaded checkpoint to unload or reload, so these succeed doing nothing
+    (the next generation loads what it needs, as upstream's reload would)."""
+    return {}
+
+
+@router.get("/extensions")
+def extensions():
+    """No A1111 extensions are installed; ReActor and the LoRA listing are built in."""
+    return []
+
+
+@router.get("/sd-modules")
+def sd_modules():
+    return []
+
+
+@router.post("/create/embedding")
+@router.post("/create/hypernetwork")
+@router.post("/train/embedding")
+@router.post("/train/hypernetwork")
+def training_refused():
+    raise Unsupported("training and creating embeddings / hypernetworks is not offered by this "
+                      "server (a generation gateway); train elsewhere and add the file to the "
+                      "models folder")
+
+
+@router.post("/server-kill")
+@router.post("/server-restart")
+@router.post("/server-stop")
+def server_control_refused():
+    # Upstream registers these only with --api-server-stop; by default they do not exist.
+    raise NotFound("Not Found: server control routes are not enabled (upstream's "
+                   "--api-server-stop); the gateway's lifecycle is not an API call")
+
+
+def _unknown(rest: str):
+    raise NotFound("Not Found")
+
+
+# Included after every /sdapi/v1 router: unknown paths get upstream's error body, not FastAPI's.
+fallback = APIRouter(route_class=dialect_route(serving.render_error))
+for _prefix in PREFIXES:
+    fallback.add_api_route(_prefix + "/{rest:path}", _unknown, include_in_schema=False,
+                           methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

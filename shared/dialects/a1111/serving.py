@@ -35,6 +35,17 @@ SAMPLES_FORMATS = {"png": OutputFormat.png, "jpg": OutputFormat.jpeg, "jpeg": Ou
 # Options sdgate honours, with their defaults (GET /options shows them, POST /options sets them).
 OPTION_DEFAULTS = {"sd_model_checkpoint": None, "CLIP_stop_at_last_layers": 1,
                    "samples_format": "png", "sd_vae": "Automatic", "eta_noise_seed_delta": 0}
+# Upstream options (modules/shared_options.py defaults) that change no pixel here: shown by GET
+# /options and stored by POST /options for clients that read them, without effect (saving,
+# UI and infotext display settings; sdgate returns images and never writes them to disk).
+DISPLAY_OPTIONS = {"samples_save": True, "grid_save": True, "save_images_add_number": True,
+                   "outdir_samples": "", "outdir_txt2img_samples": "outputs/txt2img-images",
+                   "outdir_img2img_samples": "outputs/img2img-images", "send_seed": True,
+                   "send_size": True,
+                   "export_for_4chan": True, "live_previews_enable": True,
+                   "show_progress_every_n_steps": 10, "sd_checkpoint_cache": 0,
+                   "sd_vae_checkpoint_cache": 0, "quicksettings_list": ["sd_model_checkpoint"]}
+OPTION_DEFAULTS.update(DISPLAY_OPTIONS)
 # Settings that change the picture in ways sdgate cannot honour: only their neutral values pass.
 NEUTRAL_OPTIONS = {"sd_vae": ("Automatic", "None", None), "eta_noise_seed_delta": (0, None)}
 
