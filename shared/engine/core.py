@@ -10,8 +10,8 @@ import time
 from PIL import Image
 
 from shared import images as imgs
-from shared.engine import (embeddings, hires, loras, masking, nancheck, prompts, resize, safety,
-                           samplers, tiling)
+from shared.engine import (embeddings, hires, loras, masking, nancheck, previews, prompts, resize,
+                           safety, samplers, tiling)
 from shared.engine.accel import AccelOptions
 from shared.engine.batching import NotBatchable, batchable
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
@@ -106,6 +106,7 @@ class Engine:
         subseeds = [s for _, own in per_request for s in own]
         tasks = [TASKS.open(r.task_id, r.owner) for r in reqs]
         task = tasks[0] if len(tasks) == 1 else TaskGroup(tasks)
+        previews.attach(task, reqs, (reqs[0].width, reqs[0].height))
         try:
             with loaded.lock:
                 t1 = time.perf_counter()
