@@ -189,3 +189,9 @@ def from_pydantic(exc, prefix: str = "") -> ValidationFailed:
         fields.append(FieldError(prefix + name, msg))
     summary = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
     return ValidationFailed(summary, param=fields[0].field if fields else None, fields=fields)
+
+
+class ModerationBlocked(InvalidRequest):
+    """The safety checker flagged an image where the API refuses rather than replaces it (OpenAI)."""
+
+    code = "moderation_blocked"

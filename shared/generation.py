@@ -123,6 +123,9 @@ class GenerationRequest(BaseModel):
     inpaint_full_res_padding: int = Field(0, ge=0, le=1024)
     task_id: str | None = None  # handle for progress / interrupt / skip (shared.progress)
     owner: str = ""  # the API key id that asked (tenant isolation of tasks and jobs)
+    # -- OpenAI Images (issue 15) --
+    output_quality: int | None = Field(None, ge=0, le=100)  # jpeg/webp quality; None: 90
+    safety_checker_optional: bool = False  # no checker installed: skip it instead of refusing
 
     @model_validator(mode="after")
     def _images_for_mode(self):

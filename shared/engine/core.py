@@ -130,7 +130,8 @@ class Engine:
                     img = img.resize(size, Image.LANCZOS)
                 text = self._infotext(req, info, label, own_seeds[i], own_subseeds[i])
                 fmt = req.output_format.value
-                data = imgs.encode(img, fmt, {"parameters": text} if fmt == "png" else None)
+                data = imgs.encode(img, fmt, {"parameters": text} if fmt == "png" else None,
+                                   req.output_quality)
                 out.append(GeneratedImage(seed=own_seeds[i], data=data,
                                           mime_type=MIME[req.output_format], width=img.width,
                                           height=img.height, nsfw=nsfw[k + i], infotext=text,
@@ -221,7 +222,8 @@ class Engine:
         import torch
 
         req, prompt = reqs[0], texts[0]
-        checker = self._checker(loaded) if req.safety_checker else None
+        checker = (self._checker(loaded, req.safety_checker_optional) if req.safety_checker
+                   else None)
         w, h = ceil8(req.width), ceil8(req.height)
         mode, plan, init = req.mode, None, None
         if mode is not Mode.txt2img:
@@ -326,11 +328,14 @@ class Engine:
         task.end_call()
         return out
 
-    def _checker(self, loaded: LoadedModel) -> safety.Checker:
-        """The model's own safety checker, else the shared one; refused if there is neither."""
+    def _checker(self, loaded: LoadedModel, optional: bool = False) -> safety.Checker | None:
+        """The model's own safety checker, else the shared one; refused if there is neither
+        (None if the request made it optional)."""
         if loaded.safety_checker is not None and loaded.feature_extractor is not None:
             return safety.Checker(loaded.safety_checker, loaded.feature_extractor)
         shared = self.shared_checker.get()
+        if shared is None and optional:
+            return None
         if shared is None:
             raise Unsupported(f"safety checker requested, but {loaded.info.name} has none and "
                               f"{self.shared_checker.path} does not exist", param="safety_checker")

@@ -1,10 +1,14 @@
-"""The three OpenAI Images routes, their response body and OpenAI's error envelope."""
+"""The three OpenAI Images routes and GET /v1/models, their response body and OpenAI's error
+envelope."""
 
 from __future__ import annotations
 
 import base64
+import math
+import re
 import time
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -14,7 +18,7 @@ from shared.dialects.openai_images.masks import edit_mask
 from shared.dialects.openai_images.protocol import (ImageEditRequest, ImageGenerateRequest,
                                                     ImageVariationRequest, ResponseFormat,
                                                     invalid_field, sdgate_model)
-from shared.errors import BadImage, SdgateError, Unsupported, status_of
+from shared.errors import BadImage, ModerationBlocked, SdgateError, Unsupported, status_of
 from shared.generation import GenerationRequest
 from shared.images import open_image
 
@@ -34,7 +38,29 @@ def render_error(err: SdgateError) -> JSONResponse:
                                    "code": CODES.get(err.code, err.code)}}, status_code=status)
 
 
-def render(images: list, kind: ResponseFormat, internal: GenerationRequest) -> dict:
+def text_tokens(text: str) -> int:
+    """sdgate's token count of a prompt: words and punctuation marks (CLIP splits alike)."""
+    return len(re.findall(r"\w+|[^\w\s]", text or ""))
+
+
+def image_tokens(width: int, height: int) -> int:
+    """sdgate's token count of an image: one per 64x64 tile (a count, not OpenAI's billing)."""
+    return math.ceil(width / 64) * math.ceil(height / 64)
+
+
+def usage(internal: GenerationRequest, images: list, input_size: tuple[int, int] | None) -> dict:
+    """The gpt-image `usage` object, counted as above."""
+    text = text_tokens(internal.prompt)
+    in_img = image_tokens(*input_size) if input_size else 0
+    out_img = sum(image_tokens(i.width, i.height) for i in images)
+    return {"input_tokens": text + in_img, "output_tokens": out_img,
+            "total_tokens": text + in_img + out_img,
+            "input_tokens_details": {"text_tokens": text, "image_tokens": in_img},
+            "output_tokens_details": {"text_tokens": 0, "image_tokens": out_img}}
+
+
+def render(images: list, kind: ResponseFormat, internal: GenerationRequest,
+           input_size: tuple[int, int] | None = None) -> dict:
     """{created, data: [{url | b64_json, revised_prompt}]} plus the GPT image models' echoes."""
     data = []
     for img in images:
@@ -43,8 +69,9 @@ def render(images: list, kind: ResponseFormat, internal: GenerationRequest) -> d
         item["revised_prompt"] = internal.prompt or None  # sdgate never rewrites prompts
         data.append(item)
     return {"created": int(time.time()), "data": data,
-            "output_format": internal.output_format.value,
-            "size": f"{internal.width}x{internal.height}"}
+            "output_format": internal.output_format.value, "background": "opaque",
+            "size": f"{internal.width}x{internal.height}",
+            "usage": usage(internal, images, input_size)}
 
 
 router = APIRouter(route_class=dialect_route(render_error), tags=["OpenAI Images"])
@@ -73,9 +100,15 @@ async def _uploads(request: Request) -> tuple[dict, bytes, bytes | None]:
     return data, _file(image, "image"), None if mask is None else _file(mask, "mask")
 
 
-async def _respond(request: Request, internal: GenerationRequest, kind: ResponseFormat) -> dict:
+async def _respond(request: Request, internal: GenerationRequest, kind: ResponseFormat,
+                   input_size: tuple[int, int] | None = None) -> dict:
     result = await generate(request, internal, keep_bytes=kind == "b64_json")
-    return render(result.images, kind, internal)
+    if internal.safety_checker and any(i.nsfw for i in result.images):
+        # OpenAI refuses flagged output rather than returning a blanked image
+        raise ModerationBlocked("Your request was rejected by the safety system (the safety "
+                                "checker flagged the image); send moderation \"low\" to skip it",
+                                param="moderation")
+    return render(result.images, kind, internal, input_size)
 
 
 @router.post("/v1/images/generations", **body(ImageGenerateRequest))
@@ -94,8 +127,12 @@ async def edits(request: Request):
     backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
     max_px = request.app.state.settings.max_image_pixels
     img = open_image(image, max_px, "image")
-    mask_png = edit_mask(img, None if mask is None else open_image(mask, max_px, "mask"))
-    return await _respond(request, req.to_internal(image, mask_png, img.size), req.response_kind())
+    if req.whole_image(mask is not None):  # gpt-image, no mask: the whole image is edited
+        mask_png = None
+    else:
+        mask_png = edit_mask(img, None if mask is None else open_image(mask, max_px, "mask"))
+    return await _respond(request, req.to_internal(image, mask_png, img.size),
+                          req.response_kind(), img.size)
 
 
 @router.post("/v1/images/variations")
@@ -107,4 +144,22 @@ async def variations(request: Request):
     req = validate(ImageVariationRequest, data)
     backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
     img = open_image(image, request.app.state.settings.max_image_pixels, "image")
-    return await _respond(request, req.to_internal(image, img.size), req.response_kind())
+    return await _respond(request, req.to_internal(image, img.size), req.response_kind(),
+                          img.size)
+
+
+@router.get("/v1/models")
+async def models(request: Request):
+    """The served models in OpenAI's list shape (`client.models.list()`)."""
+    check_key(request, header_key(request))
+    found = await anyio.to_thread.run_sync(backend(request).registry.models)
+    return {"object": "list", "data": [
+        {"id": m.name, "object": "model", "created": _mtime(m.path), "owned_by": "sdgate"}
+        for m in found]}
+
+
+def _mtime(path) -> int:
+    try:
+        return int(path.stat().st_mtime)
+    except OSError:
+        return 0
