@@ -87,14 +87,9 @@ def apply_infotext(data: dict) -> dict:
 
 # -- requests ------------------------------------------------------------------------------------
 def schedule_name(value: str | None) -> str | None:
-    """A1111 schedule type by name ("sgm_uniform") or label ("SGM Uniform")."""
-    if not value:
-        return None
-    low = value.strip().lower()
-    for name, label in samplers.SCHEDULE_LABELS.items():
-        if low in (name, label.lower()):
-            return name
-    return low  # unknown: samplers.resolve names the choices
+    """A1111 schedule type by name ("sgm_uniform"), label ("SGM Uniform") or alias; unknown
+    names are a 404 naming the choices (samplers.schedule_key)."""
+    return samplers.schedule_key(value)
 
 
 def _refuse_unsupported(req: ProcessingRequest) -> None:
