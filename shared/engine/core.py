@@ -238,12 +238,16 @@ class Engine:
             mode = Mode.inpaint if plan else Mode.img2img  # empty mask: upstream does img2img
         pipe = loaded.variant(req.variant) if req.variant else loaded.pipeline(mode)
         pipe.scheduler = loaded.scheduler(spec)
+        samplers.seed(pipe.scheduler, seeds[0])
+        cond, on_step = self._conditioning(pipe, reqs, texts, len(seeds), req.steps, task)
         kwargs = dict(num_inference_steps=req.steps, guidance_scale=req.guidance,
-                      output_type="pil", callback_on_step_end=task.on_step_end,
-                      **self._encode(pipe, reqs, texts, len(seeds)))
+                      output_type="pil", callback_on_step_end=on_step, **cond)
         if req.eta is not None:
             kwargs["eta"] = req.eta
         if "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
+            if on_step is not task.on_step_end:
+                raise Unsupported(f"prompt editing / alternation needs per-step callbacks, "
+                                  f"which {type(pipe).__name__} lacks", param="prompt")
             del kwargs["callback_on_step_end"]  # SAG: no step progress or interrupt
         if mode is Mode.txt2img:
             kwargs.update(self._txt2img_inputs(pipe, req, seeds, subseeds, w, h))
@@ -275,6 +279,18 @@ class Engine:
             return safety.screen(checker, out, req.safety_checker_type, self.device)
         nsfw = list(getattr(result, "nsfw_content_detected", None) or [False] * len(seeds))
         return out, nsfw
+
+    def _conditioning(self, pipe, reqs: list[GenerationRequest], texts: list[str], n: int,
+                      steps: int, task):
+        """Prompt embeddings and the step callback; prompt editing / alternation switch the
+        embeddings per step (one request only: batching.batchable keeps them alone)."""
+        if len(reqs) > 1:
+            return self._encode(pipe, reqs, texts, n), task.on_step_end
+        r = reqs[0]
+        parts = prompts.encode_scheduled(pipe, texts[0], r.negative_prompt, r.clip_skip, n, steps)
+        if len(parts) == 1:
+            return parts[0][1], task.on_step_end
+        return parts[0][1], prompts.switcher(parts, task.on_step_end)
 
     @staticmethod
     def _encode(pipe, reqs: list[GenerationRequest], texts: list[str], n: int) -> dict:
@@ -311,6 +327,7 @@ class Engine:
         w, h = ceil8(hr.width), ceil8(hr.height)
         pipe = loaded.pipeline(Mode.img2img)
         pipe.scheduler = loaded.scheduler(spec)
+        samplers.seed(pipe.scheduler, seeds[0])
         steps = hr.steps or req.steps
         hr_prompt = prompts.extract_networks(hr.prompt)[0] if hr.prompt else prompt
         negative = hr.negative_prompt if hr.negative_prompt else req.negative_prompt
@@ -320,14 +337,23 @@ class Engine:
                       num_inference_steps=hires.img2img_steps(steps, hr.strength),
                       guidance_scale=req.guidance, output_type="pil",
                       generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
-                      callback_on_step_end=task.on_step_end,
-                      **prompts.encode(pipe, hr_prompt, negative, req.clip_skip, len(seeds)))
+                      **self._hires_conditioning(pipe, hr_prompt, negative, req, len(seeds),
+                                                 steps, task))
         if req.eta is not None:
             kwargs["eta"] = req.eta
         task.begin_call(steps)
         out = nancheck.checked_call(pipe, kwargs).images
         task.end_call()
         return out
+
+    @staticmethod
+    def _hires_conditioning(pipe, prompt: str, negative: str, req: GenerationRequest, n: int,
+                            steps: int, task) -> dict:
+        """The hires pass's embeddings and callback; its edits count the hires steps."""
+        parts = prompts.encode_scheduled(pipe, prompt, negative, req.clip_skip, n, steps)
+        on_step = task.on_step_end if len(parts) == 1 else prompts.switcher(parts,
+                                                                            task.on_step_end)
+        return {**parts[0][1], "callback_on_step_end": on_step}
 
     def _checker(self, loaded: LoadedModel, optional: bool = False) -> safety.Checker | None:
         """The model's own safety checker, else the shared one; refused if there is neither

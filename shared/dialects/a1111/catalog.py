@@ -66,12 +66,13 @@ def embeddings(registry) -> dict:
 
 
 def sampler_list() -> list[dict]:
-    return [{"name": n, "aliases": [], "options": {}} for n in samplers.a1111_names()]
+    return samplers.a1111_list()
 
 
 def scheduler_list() -> list[dict]:
-    return [{"name": n, "label": samplers.SCHEDULE_LABELS[n], "aliases": None,
-             "default_rho": None, "need_inner_model": False} for n in samplers.SCHEDULE_TYPES]
+    return [{"name": n, "label": label, "aliases": aliases, "default_rho": rho,
+             "need_inner_model": inner}
+            for n, (label, _, rho, inner, aliases) in samplers.SCHEDULE_TYPES.items()]
 
 
 def upscaler_list(models_dir: Path) -> list[dict]:
