@@ -245,7 +245,7 @@ class Engine:
         if req.eta is not None:
             kwargs["eta"] = req.eta
         if "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
-            if on_step is not task.on_step_end:
+            if on_step != task.on_step_end:  # bound methods: equal, never identical
                 raise Unsupported(f"prompt editing / alternation needs per-step callbacks, "
                                   f"which {type(pipe).__name__} lacks", param="prompt")
             del kwargs["callback_on_step_end"]  # SAG: no step progress or interrupt
