@@ -127,3 +127,16 @@ def json_info(r) -> dict:
     import json
 
     return json.loads(r.json()["info"])
+
+
+def test_extras_gfpgan_visibility_restores_faces(api):
+    client = api()
+    image = noise(5)
+    body = {"image": b64(image), "upscaler_1": "None", "upscaling_resize": 1}
+    r = client.post("/sdapi/v1/extra-single-image", json={**body, "gfpgan_visibility": 1})
+    assert r.status_code == 200, r.text
+    diff = np.abs(decode(base64.b64decode(r.json()["image"])) - image)
+    assert diff[region(BIG, 0)].mean() > 5 and changed_outside(diff, 0.7, BIG, SMALL) == 0
+    assert "GFPGAN visibility" in r.json()["html_info"]
+    r = client.post("/sdapi/v1/extra-single-image", json={**body, "codeformer_visibility": 1})
+    assert r.status_code == 404 and "Codeformer" in r.json()["detail"]

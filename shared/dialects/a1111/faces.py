@@ -40,3 +40,31 @@ async def restore_images(request, result, restore: Restore, urls: bool):
                 "face_restore", FaceRestoreRequest(image=img.data, restore=restore))
             img.data = out.image
     return result
+
+
+def extras_restores(req) -> list[Restore]:
+    """Extras' face restorers in upstream's postprocessing order (upscale, GFPGAN, CodeFormer)."""
+    out = []
+    if req.gfpgan_visibility > 0:
+        out.append(Restore(model="GFPGAN", visibility=req.gfpgan_visibility))
+    if req.codeformer_visibility > 0:
+        out.append(Restore(model="CodeFormer", visibility=req.codeformer_visibility,
+                           codeformer_weight=req.codeformer_weight))
+    return out
+
+
+async def restore_extras(request, result, restores: list[Restore]):
+    """Apply each restorer to every upscaled image; upstream's info gains their parameters."""
+    for restore in restores:
+        images = []
+        for data in result.images:
+            out = await request.app.state.backend.op(
+                "face_restore", FaceRestoreRequest(image=data, restore=restore))
+            images.append(out.image)
+        result.images = images
+        if restore.model == "GFPGAN":
+            result.info["GFPGAN visibility"] = str(restore.visibility)
+        else:
+            result.info["CodeFormer visibility"] = str(restore.visibility)
+            result.info["CodeFormer weight"] = str(restore.codeformer_weight)
+    return result

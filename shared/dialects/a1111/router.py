@@ -113,7 +113,13 @@ async def _extras(request: Request, req, encoded: list[str]):
     fmt = str(options(request).get("samples_format", "png")).lower()
     up = extras.to_upscale(req, encoded, request.app.state.settings.max_image_pixels,
                            options(request), fmt)
-    return await backend(request).op("upscale", up)
+    restores = faces.extras_restores(req)
+    if restores:  # off, unknown or missing restorer: refused before any work
+        faces.check(request, urls=False)
+        for restore in restores:
+            restorer_file(request.app.state.settings.models_dir, restore.model)
+    result = await backend(request).op("upscale", up)
+    return await faces.restore_extras(request, result, restores) if restores else result
 
 
 @router.post("/extra-single-image")
