@@ -126,6 +126,7 @@ class GenerationRequest(BaseModel):
     # -- OpenAI Images (issue 15) --
     output_quality: int | None = Field(None, ge=0, le=100)  # jpeg/webp quality; None: 90
     safety_checker_optional: bool = False  # no checker installed: skip it instead of refusing
+    partial_images: int = Field(0, ge=0, le=3)  # streamed previews of intermediate latents
 
     @model_validator(mode="after")
     def _images_for_mode(self):

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 KEEP_FINISHED = 256  # finished tasks kept for late progress polls
 
@@ -35,6 +36,10 @@ class Task:
     skipped: bool = False
     in_call: bool = False  # a pipeline call is running (its steps count toward the fraction)
     timestamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
+    # streaming previews (OpenAI partial_images): the engine sets preview_fn (latents -> bytes)
+    partial_images: int = 0
+    preview_fn: Callable | None = None
+    previews: list[bytes] = field(default_factory=list)
 
     # -- written by the engine --------------------------------------------------------------
     def begin(self, job: str, job_count: int) -> None:
@@ -55,9 +60,19 @@ class Task:
     def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         """diffusers' callback_on_step_end: count the step; stop the loop on interrupt or skip."""
         self.sampling_step = min(step + 1, self.sampling_steps or step + 1)
+        self.preview(step, callback_kwargs)
         if self.interrupted or self.skipped:
             pipe._interrupt = True  # diffusers pipelines skip their remaining steps
         return callback_kwargs
+
+    def preview(self, step: int, callback_kwargs: dict) -> None:
+        """At evenly spaced steps, keep a preview of the latents (partial_images of them)."""
+        n, k = self.sampling_steps, self.partial_images
+        if not (k and self.preview_fn and n and "latents" in callback_kwargs):
+            return
+        due = {max(1, round(n * (i + 1) / (k + 1))) for i in range(k)}
+        if step + 1 in due and len(self.previews) < k:
+            self.previews.append(self.preview_fn(callback_kwargs["latents"]))
 
     # -- read by the web layer --------------------------------------------------------------
     def fraction(self) -> float:
@@ -113,6 +128,7 @@ class TaskGroup:
     def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         for t in self.tasks:
             t.sampling_step = min(step + 1, t.sampling_steps or step + 1)
+            t.preview(step, callback_kwargs)
         if all(t.interrupted or t.skipped for t in self.tasks):
             pipe._interrupt = True
         return callback_kwargs

@@ -10,8 +10,8 @@ import time
 from PIL import Image
 
 from shared import images as imgs
-from shared.engine import (embeddings, hires, loras, masking, nancheck, prompts, resize, safety,
-                           samplers, tiling)
+from shared.engine import (embeddings, hires, loras, masking, nancheck, previews, prompts, resize,
+                           safety, samplers, tiling)
 from shared.engine.accel import AccelOptions
 from shared.engine.batching import NotBatchable, batchable
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
@@ -106,6 +106,7 @@ class Engine:
         subseeds = [s for _, own in per_request for s in own]
         tasks = [TASKS.open(r.task_id, r.owner) for r in reqs]
         task = tasks[0] if len(tasks) == 1 else TaskGroup(tasks)
+        previews.attach(task, reqs, (reqs[0].width, reqs[0].height))
         try:
             with loaded.lock:
                 t1 = time.perf_counter()
@@ -244,7 +245,7 @@ class Engine:
         if req.eta is not None:
             kwargs["eta"] = req.eta
         if "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
-            if on_step is not task.on_step_end:
+            if on_step != task.on_step_end:  # bound methods: equal, never identical
                 raise Unsupported(f"prompt editing / alternation needs per-step callbacks, "
                                   f"which {type(pipe).__name__} lacks", param="prompt")
             del kwargs["callback_on_step_end"]  # SAG: no step progress or interrupt

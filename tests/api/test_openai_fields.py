@@ -89,3 +89,23 @@ def test_moderation_auto_blocks_flagged_images_low_skips(make_settings, engine, 
         out = c.images.generate(model="gpt-image-1", prompt="a cat", size="64x64",
                                 quality="low", moderation="low")
         assert np.asarray(decoded(out.data[0])).any()  # not blacked out
+
+
+def test_streaming_partial_images_through_the_sdk_iterator(oai):
+    stream = oai.images.generate(model="gpt-image-1", prompt="a lighthouse", size="64x64",
+                                 stream=True, partial_images=2, extra_body={"seed": 3})
+    events = list(stream)
+    kinds = [e.type for e in events]
+    assert kinds == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    previews = [np.asarray(decoded(e).convert("RGB"), dtype=float) for e in events[:2]]
+    final = decoded(events[-1])
+    assert final.size == (64, 64) and all(p.shape == (64, 64, 3) for p in previews)
+    assert all(p.std() > 0 for p in previews) and not np.array_equal(previews[0], previews[1])
+    assert events[-1].usage.output_tokens == 1 and events[-1].size == "64x64"
+    # without partial images: the completed event only
+    only = list(oai.images.generate(model="gpt-image-1", prompt="a lighthouse", size="64x64",
+                                    quality="low", stream=True))
+    assert [e.type for e in only] == ["image_generation.completed"]
+    with pytest.raises(openai.BadRequestError):
+        oai.images.generate(model="gpt-image-1", prompt="x", size="64x64", partial_images=2)

@@ -93,3 +93,50 @@ def test_faces_off_refuses_every_route(api):
     client = api(faces=False)
     assert swap(client).status_code == 503
     assert client.get("/reactor/models").status_code == 503
+
+
+# -- A1111 restore_faces ---------------------------------------------------------------------------
+TXT = {"prompt": "a face", "width": 64, "height": 64, "steps": 2, "seed": 7}
+
+
+def test_a1111_restore_faces_changes_the_faces_with_the_chosen_restorer(api):
+    client = api()
+    plain = client.post("/sdapi/v1/txt2img", json=TXT)
+    fixed = client.post("/sdapi/v1/txt2img", json={
+        **TXT, "restore_faces": True, "override_settings": {"face_restoration_model": "GFPGAN"}})
+    assert plain.status_code == fixed.status_code == 200, fixed.text
+    a = decode(base64.b64decode(plain.json()["images"][0]))
+    b = decode(base64.b64decode(fixed.json()["images"][0]))
+    assert a.shape == b.shape and np.abs(a - b).sum() > 0
+    assert json_info(fixed)["restore_faces"] is True
+    listed = client.get("/sdapi/v1/face-restorers").json()
+    assert [r["name"] for r in listed] == ["GFPGAN"]
+
+
+def test_a1111_restore_faces_refusals(api):
+    client = api()
+    r = client.post("/sdapi/v1/txt2img", json={**TXT, "restore_faces": True})  # CodeFormer
+    assert r.status_code == 404 and "Codeformer" in r.json()["detail"]
+    r = client.post("/sdapi/v1/txt2img", json={
+        **TXT, "restore_faces": True, "response_format": "url",
+        "override_settings": {"face_restoration_model": "GFPGAN"}})
+    assert r.status_code == 400 and "restore_faces" in r.json()["detail"]
+
+
+def json_info(r) -> dict:
+    import json
+
+    return json.loads(r.json()["info"])
+
+
+def test_extras_gfpgan_visibility_restores_faces(api):
+    client = api()
+    image = noise(5)
+    body = {"image": b64(image), "upscaler_1": "None", "upscaling_resize": 1}
+    r = client.post("/sdapi/v1/extra-single-image", json={**body, "gfpgan_visibility": 1})
+    assert r.status_code == 200, r.text
+    diff = np.abs(decode(base64.b64decode(r.json()["image"])) - image)
+    assert diff[region(BIG, 0)].mean() > 5 and changed_outside(diff, 0.7, BIG, SMALL) == 0
+    assert "GFPGAN visibility" in r.json()["html_info"]
+    r = client.post("/sdapi/v1/extra-single-image", json={**body, "codeformer_visibility": 1})
+    assert r.status_code == 404 and "Codeformer" in r.json()["detail"]

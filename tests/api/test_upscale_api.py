@@ -83,7 +83,7 @@ def test_refusals(up):
     assert r.status_code == 400 and "R-ESRGAN 4x+" in r.json()["detail"]
     r = up.post(f"{P}/extra-single-image", json={"image": b64(picture()),
                                                   "gfpgan_visibility": 0.5})
-    assert r.status_code == 400 and "face restoration" in r.json()["detail"]
+    assert r.status_code == 404 and "face restorer" in r.json()["detail"]  # no GFPGAN weights
     r = up.post(f"{P}/extra-single-image", json={"image": "", "upscaler_1": "Lanczos"})
     assert r.status_code == 400
     r = up.post(f"{P}/extra-single-image", json={"image": b64(picture()), "upscaling_resize": 9})

@@ -141,7 +141,6 @@ def test_client_neutral_values_pass():
 
 
 @pytest.mark.parametrize("kw, cls, match", [
-    ({"restore_faces": True}, Unsupported, "restore_faces"),
     ({"styles": ["cinematic"]}, Unsupported, "styles"),
     ({"script_name": "x/y/z plot"}, ValidationFailed, "Script 'x/y/z plot' not found"),
     ({"alwayson_scripts": {"ADetailer": {"args": []}}}, ValidationFailed, "ADetailer not found"),

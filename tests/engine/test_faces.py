@@ -1,4 +1,4 @@
-"""Face detection, swap and restoration on tiny random ONNX / spandrel models in the real formats."""
+"""Face detection, swap and restoration on tiny random ONNX / spandrel models (real formats)."""
 
 from __future__ import annotations
 

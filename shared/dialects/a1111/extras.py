@@ -2,7 +2,7 @@
 
 Request and response keys are upstream's `modules/api/models.py` (ExtrasBaseRequest and its
 single/batch forms); the work is `scripts/postprocessing_upscale.py`. Face restoration
-(GFPGAN / CodeFormer visibility > 0) is refused, never skipped.
+(GFPGAN / CodeFormer visibility > 0) follows in a1111/faces.py (the `face_restore` operation).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.errors import Unsupported
 from shared.images import b64decode_strict, check_image
 from shared.postprocess import UpscaleRequest, UpscaleResult
 
@@ -69,11 +68,7 @@ def _int_option(options: dict, key: str, default: int) -> int:
 
 def to_upscale(req: ExtrasBaseRequest, encoded: list[str], max_px: int, options: dict,
                fmt: str = "png") -> UpscaleRequest:
-    """The engine request; GFPGAN / CodeFormer are refused until face restoration exists."""
-    for field in ("gfpgan_visibility", "codeformer_visibility"):
-        if getattr(req, field) > 0:
-            raise Unsupported(f"{field} > 0: face restoration is not available on this server; "
-                              "send 0", param=field)
+    """The engine request (GFPGAN / CodeFormer run after it: a1111/faces.extras_restores)."""
     images = [check_image(b64decode_strict(e, f"image {i}"), max_px, f"image {i}")
               for i, e in enumerate(encoded)]
     return UpscaleRequest(

@@ -13,11 +13,12 @@ import threading
 
 from fastapi import APIRouter, Depends, Request
 
-from shared.dialects.a1111 import catalog, extras, serving
+from shared.dialects.a1111 import catalog, extras, faces, serving
 from shared.dialects.a1111.protocol import Img2ImgRequest, PNGInfoRequest, Txt2ImgRequest
 from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key, owner,
                                   read_fields, validate)
 from shared.errors import FieldError, ModelNotFound, NotFound, Unsupported, ValidationFailed
+from shared.faces import RESTORER_DIRS, restorer_file, restorers
 from shared.images import b64decode_strict, check_image, open_image
 from shared.progress import TASKS
 
@@ -74,7 +75,13 @@ async def _generate(request: Request, req, internal):
     if internal.model:
         registry(request).resolve(internal.model)  # unknown checkpoint: 404 before any work
     urls = (req.response_format or request.headers.get(URL_HEADER, "")).lower() == "url"
+    restore = faces.restore_of(req, {**options(request), **(req.override_settings or {})})
+    if restore:  # off, URL responses, unknown or missing restorer: refused before any work
+        faces.check(request, urls)
+        restorer_file(request.app.state.settings.models_dir, restore.model)
     result = await generate(request, internal, keep_bytes=not urls, allow_interrupted=True)
+    if restore:
+        result = await faces.restore_images(request, result, restore, urls)
     if not req.override_settings_restore_afterwards and req.override_settings:
         kept = {k: v for k, v in req.override_settings.items() if k in serving.OPTION_DEFAULTS}
         options(request).update(kept)
@@ -106,7 +113,13 @@ async def _extras(request: Request, req, encoded: list[str]):
     fmt = str(options(request).get("samples_format", "png")).lower()
     up = extras.to_upscale(req, encoded, request.app.state.settings.max_image_pixels,
                            options(request), fmt)
-    return await backend(request).op("upscale", up)
+    restores = faces.extras_restores(req)
+    if restores:  # off, unknown or missing restorer: refused before any work
+        faces.check(request, urls=False)
+        for restore in restores:
+            restorer_file(request.app.state.settings.models_dir, restore.model)
+    result = await backend(request).op("upscale", up)
+    return await faces.restore_extras(request, result, restores) if restores else result
 
 
 @router.post("/extra-single-image")
@@ -217,11 +230,17 @@ def cmd_flags():
 # Lists of things sdgate has none of (no styles, scripts, VAEs, face restorers, hypernetworks).
 @router.get("/prompt-styles")
 @router.get("/sd-vae")
-@router.get("/face-restorers")
 @router.get("/hypernetworks")
 @router.get("/script-info")
 def nothing_installed():
     return []
+
+
+@router.get("/face-restorers")
+def face_restorers(request: Request):
+    """Restorer families with weights present (docs/faces.md)."""
+    root = request.app.state.settings.models_dir
+    return [{"name": n, "cmd_dir": str(root / RESTORER_DIRS[n])} for n in restorers(root)]
 
 
 @router.get("/scripts")

@@ -116,9 +116,6 @@ def schedule_name(value: str | None) -> str | None:
 
 def _refuse_unsupported(req: ProcessingRequest) -> None:
     """Features that need weights or machinery sdgate does not have: a clear error, not silence."""
-    if req.restore_faces:
-        raise Unsupported("restore_faces needs face restoration weights (GFPGAN / CodeFormer), "
-                          "which sdgate does not ship", param="restore_faces")
     if req.styles:
         raise Unsupported(f"prompt styles {req.styles} are not configured on this server; "
                           "put their text in the prompt", param="styles")
@@ -262,7 +259,7 @@ def info(req: ProcessingRequest, internal: GenerationRequest, result: Generation
         "subseed": result.subseed, "all_subseeds": [i.subseed for i in imgs],
         "subseed_strength": req.subseed_strength, "width": internal.width,
         "height": internal.height, "sampler_name": internal.sampler, "cfg_scale": req.cfg_scale,
-        "steps": req.steps, "batch_size": req.batch_size, "restore_faces": False,
+        "steps": req.steps, "batch_size": req.batch_size, "restore_faces": bool(req.restore_faces),
         "face_restoration_model": None, "sd_model_name": result.model,
         "sd_model_hash": result.model_hash, "sd_vae_name": None, "sd_vae_hash": None,
         "seed_resize_from_w": req.seed_resize_from_w, "seed_resize_from_h": req.seed_resize_from_h,

@@ -8,7 +8,7 @@ sdgate does with each field (honoured, accepted without effect, refused) is in d
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -109,11 +109,17 @@ class _PromptedRequest(_ImagesRequest):
     stream: bool | None = None
     moderation: Literal["low", "auto"] | None = None  # auto (default): safety checker if installed
 
+    streams: ClassVar[bool] = False  # generations stream; edits do not (yet)
+
     def refuse_unsupported(self) -> None:
         """Options that would change the result in a way sdgate cannot: refused, not ignored."""
-        if self.stream or self.partial_images:
-            raise Unsupported("Streaming (stream, partial_images) is not supported by sdgate; "
-                              "omit it to receive the finished images", param="stream")
+        if (self.stream or self.partial_images) and not self.streams:
+            raise Unsupported("Streaming (stream, partial_images) is supported on "
+                              "/v1/images/generations only", param="stream")
+        if self.partial_images and not self.stream:
+            raise invalid_field("partial_images", "partial_images needs stream: true")
+        if self.stream and (self.n or 1) > 1:
+            raise invalid_field("n", "Streaming returns one image: send n 1 with stream")
         if self.background == "transparent":
             raise Unsupported("background 'transparent' is not supported: Stable Diffusion "
                               "renders opaque images", param="background")
@@ -130,6 +136,8 @@ class _PromptedRequest(_ImagesRequest):
                    # moderation "auto" (OpenAI's default): screen with the safety checker when
                    # one is installed; "low": no screening
                    safety_checker=self.moderation != "low", safety_checker_optional=True)
+        if self.stream:
+            out["partial_images"] = self.partial_images or 0
         if self.quality in QUALITY_STEPS:
             out["steps"] = QUALITY_STEPS[self.quality]
         return out
@@ -137,6 +145,8 @@ class _PromptedRequest(_ImagesRequest):
 
 class ImageGenerateRequest(_PromptedRequest):
     """POST /v1/images/generations (JSON)."""
+
+    streams: ClassVar[bool] = True
 
     style: Literal["vivid", "natural"] | None = None  # accepted; DALL-E 3 only upstream
 

@@ -8,12 +8,16 @@ import math
 import re
 import time
 
+import asyncio
+import json
+import uuid
+
 import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key,
-                                  read_fields, validate)
+                                  owner, read_fields, validate)
 from shared.dialects.openai_images.masks import edit_mask
 from shared.dialects.openai_images.protocol import (ImageEditRequest, ImageGenerateRequest,
                                                     ImageVariationRequest, ResponseFormat,
@@ -21,6 +25,7 @@ from shared.dialects.openai_images.protocol import (ImageEditRequest, ImageGener
 from shared.errors import BadImage, ModerationBlocked, SdgateError, Unsupported, status_of
 from shared.generation import GenerationRequest
 from shared.images import open_image
+from shared.progress import TASKS
 
 # Our error codes where OpenAI has its own word for the same thing.
 CODES = {"validation_error": "invalid_value", "unsupported": "unsupported_value",
@@ -116,7 +121,49 @@ async def generations(request: Request):
     check_key(request, header_key(request))
     req = validate(ImageGenerateRequest, await read_fields(request))
     native = backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
+    if req.stream:
+        return _stream(request, req.to_internal(native), req.quality or "auto")
     return await _respond(request, req.to_internal(native), req.response_kind())
+
+
+def _sse(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _stream(request: Request, internal: GenerationRequest, quality: str) -> StreamingResponse:
+    """stream: true: `image_generation.partial_image` events as the engine keeps previews of its
+    latents, then `image_generation.completed` (the openai SDK's ImageGenStreamEvent)."""
+    internal = internal.model_copy(update={"task_id": uuid.uuid4().hex})
+    quality = quality if quality in ("low", "medium", "high", "auto") else "auto"
+    common = {"background": "opaque", "output_format": internal.output_format.value,
+              "quality": quality, "size": f"{internal.width}x{internal.height}"}
+
+    async def events():
+        work = asyncio.ensure_future(_respond(request, internal, "b64_json"))
+        sent = 0
+        while True:
+            finished = work.done()
+            task = TASKS.get(internal.task_id, owner(request))
+            for data in (task.previews if task else [])[sent:]:
+                yield _sse("image_generation.partial_image", {
+                    "type": "image_generation.partial_image", "partial_image_index": sent,
+                    "b64_json": base64.b64encode(data).decode("ascii"),
+                    "created_at": int(time.time()), **common})
+                sent += 1
+            if finished:
+                break
+            await asyncio.sleep(0.05)
+        try:
+            out = work.result()
+        except SdgateError as e:  # the status line is sent: the error is an event, as upstream
+            yield _sse("error", json.loads(render_error(e).body))
+            return
+        for item in out["data"]:
+            yield _sse("image_generation.completed", {
+                "type": "image_generation.completed", "b64_json": item["b64_json"],
+                "created_at": out["created"], "usage": out["usage"], **common})
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 @router.post("/v1/images/edits")

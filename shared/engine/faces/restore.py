@@ -55,7 +55,11 @@ def face_restore(engine, req: FaceRestoreRequest) -> FaceImageResult:
     """Detect every face of an image and restore it (A1111 restore_faces, extras)."""
     root = engine.registry.root
     restorer_file(root, req.restore.model)  # unknown / missing restorer: refused before work
-    img = open_image(req.image, engine.max_image_pixels, "image").convert("RGB")
+    src = open_image(req.image, engine.max_image_pixels, "image")
+    fmt = {"JPEG": "jpeg", "WEBP": "webp"}.get(src.format or "", "png")  # keep the format
+    text = {k: v for k, v in src.info.items() if k == "parameters" and isinstance(v, str)}
+    img = src.convert("RGB")
     faces = FaceAnalyser(root, str(engine.device)).faces(img)
     out = restore_faces(img, faces, req.restore, root, str(engine.device))
-    return FaceImageResult(image=encode(out), faces=len(faces))
+    return FaceImageResult(image=encode(out, fmt, text if fmt == "png" else None),
+                           faces=len(faces))
