@@ -27,6 +27,7 @@ CPU_PACKAGES = [
     "hf-xet==1.8.0",
     "httpx==0.28.1",
     "huggingface-hub==2.4.0",
+    "lark==1.3.1",  # A1111 prompt editing: the web tier parses prompts too
     "pillow==13.0.0",
     "pydantic==2.14.3",
     "pydantic-settings==2.16.3",
@@ -38,10 +39,15 @@ GPU_PACKAGES = [
     "accelerate==1.15.0",
     "diffusers==0.42.1",
     "numpy==2.4.6",
+    "onnx==1.23.2",  # inswapper's emap is read from the graph
+    "onnxruntime-gpu==1.31.1",  # face models on the CUDA provider (CPU provider as fallback)
     "peft==0.21.2",
     "safetensors==0.8.0",
+    "spandrel==0.4.2",  # upscalers and face restorers
+    "spandrel_extra_arches==0.2.0",  # CodeFormer (non-commercial licence: docs/faces.md)
     "tokenizers==0.23.3",
     "torch==2.14.1",
+    "torchsde==0.2.6",  # A1111 "DPM++ SDE" (DPMSolverSDEScheduler)
     "torchvision==0.29.1",  # spandrel (upscalers, face restorers) imports it
     "transformers==5.23.0",
 ]
