@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app.include_router(modelslab.router)  # seed 003: /api/v3/..., /api/v4/dreambooth/...
     for prefix in a1111.PREFIXES:  # seed 001 / A1111: /sdapi/v1 and the gateway's /v1/sdapi/v1
         app.include_router(a1111.router, prefix=prefix)
+    app.include_router(a1111.controlnet_router)  # sd-webui-controlnet: /controlnet/* at the root
 
     storage = getattr(backend, "storage", None)
     if isinstance(storage, LocalStorage):

@@ -20,7 +20,9 @@ from collections.abc import Callable
 from shared.errors import NotFound
 
 # operation name -> the engine module whose import registers it
-MODULES: dict[str, str] = {}
+MODULES: dict[str, str] = {
+    "controlnet_detect": "shared.engine.controlnet",
+}
 
 _OPS: dict[str, Callable] = {}
 
