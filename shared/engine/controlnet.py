@@ -110,9 +110,10 @@ def check(req: GenerationRequest, root) -> None:
     if req.variant is not None:
         raise Unsupported(f"ControlNet with the {req.variant.value} pipeline is not supported",
                           param="controlnet")
-    if req.mode is Mode.inpaint and (req.inpaint_full_res or req.inpainting_fill in (2, 3)):
-        raise Unsupported("ControlNet inpaint supports whole-picture inpainting with masked "
-                          "content 'fill' or 'original'", param="controlnet")
+    if req.mode is Mode.inpaint and req.inpainting_fill in (2, 3):
+        raise Unsupported("ControlNet inpaint supports masked content 'fill' or 'original' "
+                          "(diffusers' ControlNet inpaint pipeline takes no masked latents)",
+                          param="controlnet")
     modes = {u.control_mode for u in req.controlnets}
     if ControlMode.controlnet in modes and len(modes) > 1:
         raise Unsupported("'ControlNet is more important' applies to the whole call; give every "
@@ -154,7 +155,8 @@ def control_image(unit: ControlNetUnit, src: Image.Image, w: int, h: int,
     return out.resize((w, h), Image.LANCZOS) if out.size != (w, h) else out
 
 
-def prepare(engine, loaded, mode: Mode, req: GenerationRequest, w: int, h: int, n: int):
+def prepare(engine, loaded, mode: Mode, req: GenerationRequest, w: int, h: int, n: int,
+            plan=None):
     """(pipeline, kwargs, hooks context) for a ControlNet call of `n` images; None when no unit
     has a step in its guidance window (start == end: it never acts, as upstream)."""
     units = [u for u in req.controlnets if u.guidance_start < u.guidance_end]
@@ -165,7 +167,11 @@ def prepare(engine, loaded, mode: Mode, req: GenerationRequest, w: int, h: int, 
         path = resolve_model(engine.registry.root, unit.model)
         nets.append(load(path, loaded.pipe.unet, engine.device, engine.dtype))
         src = imgs.open_image(unit.image or req.init_image, engine.max_image_pixels)
-        images.append(control_image(unit, src.convert("RGB"), w, h, req.resolved_seed()))
+        src = src.convert("RGB")
+        if plan is not None and plan.region is not None:  # "only masked": the same crop
+            src = resize.fit(src, unit.resize_mode, *plan.original.size)
+            src = src.resize(plan.original.size, Image.LANCZOS).crop(plan.region)
+        images.append(control_image(unit, src, w, h, req.resolved_seed()))
     pipe = pipeline(loaded, mode, nets)
     one = len(nets) == 1
     kwargs = dict(

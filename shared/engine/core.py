@@ -268,7 +268,7 @@ class Engine:
         if req.controlnets:  # the same call through a ControlNet pipeline sharing the weights
             from shared.engine import controlnet
 
-            prepared = controlnet.prepare(self, loaded, mode, req, w, h, len(seeds))
+            prepared = controlnet.prepare(self, loaded, mode, req, w, h, len(seeds), plan)
             if prepared is not None:
                 pipe, extra, hooks = prepared
                 pipe.scheduler = loaded.scheduler(spec)
