@@ -1,6 +1,8 @@
 """Key database: hashed storage, lifecycle through the CLI, and check_key resolving stored keys."""
 import sqlite3
 
+import pytest
+
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
@@ -8,6 +10,21 @@ from shared.accounts import store
 from shared.cli import main
 from shared.config import Settings
 from shared.dialects.base import check_key
+
+from . import pg
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db_url(request, tmp_path_factory):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db')}/k.db"
+        return
+    server = pg.start()
+    if server is None:
+        pytest.skip("PostgreSQL binaries missing (apt-get install postgresql)")
+    url, stop = server
+    yield url
+    stop()
 
 
 def test_lifecycle_and_hashed_storage(tmp_path, capsys):
@@ -25,8 +42,8 @@ def test_lifecycle_and_hashed_storage(tmp_path, capsys):
     assert store.resolve(url, secret) is None
 
 
-def test_check_key_uses_the_database(tmp_path):
-    url = f"sqlite:///{tmp_path}/k.db"
+def test_check_key_uses_the_database(db_url):
+    url = db_url
     secret, rec = store.create(url, "bob")
     app = FastAPI()
     app.state.settings = Settings(api_keys="boot", database_url=url)
@@ -46,3 +63,11 @@ def test_check_key_uses_the_database(tmp_path):
     assert c.get("/x").json() == {"err": "Unauthorized"}
     store.revoke(url, rec.id)
     assert c.get("/x", params={"key": secret}).json() == {"err": "Unauthorized"}
+
+
+def test_lifecycle_on_both_databases(db_url, capsys):
+    main(["keys", "create", "--name", "carol", "--database-url", db_url])
+    kid, secret = capsys.readouterr().out.strip().split("\t")
+    assert store.resolve(db_url, secret).name == "carol"
+    assert all(r.key_hash != secret for r in store.list_keys(db_url))
+    assert store.revoke(db_url, kid) and store.resolve(db_url, secret) is None
