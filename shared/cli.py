@@ -102,6 +102,9 @@ def cmd_keys(args) -> None:
     elif args.action == "list":
         for rec in store.list_keys(url):
             print(f"{rec.id}\t{rec.name}\t{rec.status}\t{rec.scopes}")
+    elif args.action == "limit":
+        if not store.set_limit(url, args.id, args.rpm):
+            raise SystemExit(f"no key {args.id}")
     elif args.action == "revoke":
         if not store.revoke(url, args.id):
             raise SystemExit(f"no key {args.id}")
@@ -109,10 +112,11 @@ def cmd_keys(args) -> None:
 
 def add_keys(sub) -> None:
     keys = sub.add_parser("keys", help="manage API keys in the key database")
-    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("action", choices=["create", "list", "revoke", "limit"])
     keys.add_argument("id", nargs="?", help="key id (revoke)")
     keys.add_argument("--name")
     keys.add_argument("--scopes", help="comma-separated API shapes, or admin")
+    keys.add_argument("--rpm", type=int, help="requests per minute (limit; omit: unlimited)")
     keys.add_argument("--database-url", help="env SDGATE_DATABASE_URL")
     keys.set_defaults(func=cmd_keys)
 

@@ -7,7 +7,7 @@ import hmac
 import secrets
 from functools import lru_cache
 
-from sqlalchemy import DateTime, String, create_engine, select
+from sqlalchemy import DateTime, Integer, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 
@@ -24,6 +24,8 @@ class ApiKey(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     scopes: Mapped[str] = mapped_column(String(400), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # limits; None means unlimited
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 def hash_key(key: str) -> str:
@@ -85,3 +87,13 @@ def resolve(url: str, presented: str) -> ApiKey | None:
     if rec is None or rec.status != "active" or not hmac.compare_digest(rec.key_hash, h):
         return None
     return rec
+
+
+def set_limit(url: str, kid: str, rpm: int | None) -> bool:
+    with Session(engine_for(url)) as s:
+        rec = s.get(ApiKey, kid)
+        if rec is None:
+            return False
+        rec.rpm = rpm
+        s.commit()
+        return True

@@ -223,7 +223,10 @@ def check_key(request: Request, presented) -> None:
         return
     if settings.database_url:
         from shared.accounts import store  # only servers with a key database pay for SQLAlchemy
-        if store.resolve(settings.database_url, presented) is not None:
+        rec = store.resolve(settings.database_url, presented)
+        if rec is not None:
+            from shared.accounts import ratelimit
+            ratelimit.hit(rec.id, rec.rpm)
             return
     raise Unauthorized("Invalid API key")
 
