@@ -9,8 +9,11 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 
 from shared import __version__
+from shared.admission import Admission
 from shared.config import Settings
-from shared.dialects import a1111, draw, form, modelslab, openai_images
+from shared.dialects import a1111, draw, form, modelslab, openai_images, reactor
+from shared.dialects.base import openapi_with_bodies
+from shared.dialects.state import DialectState
 from shared.errors import NotFound
 from shared.jobrunner import JobRunner
 from shared.jobs import make_job_store
@@ -30,7 +33,7 @@ def local_backend(settings: Settings):
     engine = Engine(registry, settings.device, settings.max_loaded_models,
                     settings.max_image_pixels, accel=AccelOptions.from_settings(settings))
     return LocalBackend(engine, make_storage(settings), settings.max_batch,
-                        settings.batch_wait_ms)
+                        settings.batch_wait_ms, settings.generation_threads)
 
 
 def create_app(settings: Settings | None = None, backend=None, job_store=None,
@@ -41,7 +44,10 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app = FastAPI(title="sdgate", version=__version__,
                   description="Stable Diffusion behind the API shapes its users already call.")
     app.state.settings = settings
+    app.openapi = lambda: openapi_with_bodies(app)  # request bodies of raw-body routes
     app.state.backend = backend
+    app.state.dialect_state = DialectState()  # per-key A1111 options, ModelsLab spam window
+    app.state.admission = Admission(settings.max_queue, settings.busy_retry_seconds)
     # Background jobs (ModelsLab's processing / fetch flow): recovered on start, cancelled on stop.
     app.state.jobs = job_runner or JobRunner(job_store or make_job_store(settings), backend,
                                              settings)
@@ -49,12 +55,16 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app.router.on_shutdown.append(app.state.jobs.stop)
 
     # Every API shape, one block. Each router renders its own errors.
+    from shared import observability
+    observability.install(app)  # /metrics, X-Request-ID
     app.include_router(form.router)  # seed 002: /txt2img, /img2img
     app.include_router(draw.router)  # seed 000: /v1/draw
     app.include_router(openai_images.router)  # OpenAI: /v1/images/generations, edits, variations
     app.include_router(modelslab.router)  # seed 003: /api/v3/..., /api/v4/dreambooth/...
     for prefix in a1111.PREFIXES:  # seed 001 / A1111: /sdapi/v1 and the gateway's /v1/sdapi/v1
         app.include_router(a1111.router, prefix=prefix)
+    for prefix in reactor.PREFIXES:  # ReActor extension: /reactor/* and /v1/reactor/*
+        app.include_router(reactor.router, prefix=prefix)
     app.include_router(a1111.controlnet_router)  # sd-webui-controlnet: /controlnet/* at the root
 
     storage = getattr(backend, "storage", None)
@@ -71,7 +81,9 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
             return FileResponse(path, media_type=media)
 
     @app.get("/health", include_in_schema=False)
-    def health():
+    async def health():  # on the event loop: answers while every worker thread generates
         return {"status": "ok", "version": __version__}
 
+    app.include_router(modelslab.fallback)  # last: unknown /api/* paths in ModelsLab's error body
+    app.include_router(a1111.fallback)  # last: unknown /sdapi/v1/* paths in A1111's error body
     return app

@@ -20,6 +20,9 @@ EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 class Backend(Protocol):
     """What the web layer needs from whatever generates images."""
 
+    registry: object  # shared.engine.registry.ModelRegistry: model names, sizes (no GPU needed)
+    storage: Storage | None  # where results are written (planned URLs, local /files)
+
     async def generate(self, req: GenerationRequest, *, job_id: str | None = None,
                        keep_bytes: bool = False) -> GenerationResult:
         """Generate and store; images carry URLs, and their bytes when keep_bytes."""
@@ -57,7 +60,7 @@ class LocalBackend:
     """
 
     def __init__(self, engine, storage: Storage, max_batch: int | None = None,
-                 batch_wait_ms: float | None = None):
+                 batch_wait_ms: float | None = None, threads: int = 4):
         from shared.engine import batching
 
         if max_batch is None or batch_wait_ms is None:
@@ -68,6 +71,8 @@ class LocalBackend:
             batch_wait_ms = settings.batch_wait_ms if batch_wait_ms is None else batch_wait_ms
         self.engine = batching.wrap(engine, max_batch, batch_wait_ms)
         self.storage = storage
+        self.threads = threads  # generation's own worker threads: others stay free for routes
+        self._limiter = None
 
     def run(self, req: GenerationRequest, job_id: str | None = None,
             keep_bytes: bool = False) -> GenerationResult:
@@ -77,7 +82,10 @@ class LocalBackend:
 
     async def generate(self, req: GenerationRequest, *, job_id: str | None = None,
                        keep_bytes: bool = False) -> GenerationResult:
-        return await anyio.to_thread.run_sync(self.run, req, job_id, keep_bytes)
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.threads)
+        return await anyio.to_thread.run_sync(self.run, req, job_id, keep_bytes,
+                                              limiter=self._limiter)
 
     def native_size(self, model: str | None) -> int:
         return self.engine.native_size(model)

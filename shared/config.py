@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     # Guards
     max_body_bytes: int = 25 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
+    # Bounded work (README "Limits"): images x width x height x steps per request (hires pass
+    # included); the default, 8 images of 1024x1024 at 60 steps, holds one GPU under a minute.
+    max_request_work: int = Field(8 * 1024 * 1024 * 60, ge=1)
+    max_prompt_chars: int = Field(32000, ge=1)  # OpenAI's own limit for gpt-image prompts
+    max_queue: int = Field(32, ge=1)  # generations queued or running per server; more get 503
+    busy_retry_seconds: float = Field(5.0, gt=0)  # Retry-After on a 503 from a full queue
+    generation_threads: int = Field(4, ge=1)  # worker threads for the engine (others stay free)
 
     # Jobs (the ModelsLab shape's processing / fetch flow)
     jobs_db: Path = Path(".sdgate/jobs.sqlite3")  # local job store; survives restarts
@@ -75,9 +82,16 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = Field(20.0, gt=0)
     fetch_max_redirects: int = Field(5, ge=0, le=20)
 
+    # Faces (docs/faces.md): face swap / restoration routes; off answers 503 on every one
+    faces: bool = True
+
     # ModelsLab's enhance_prompt: these terms are appended to the prompt
     enhance_prompt_suffix: str = ("highly detailed, sharp focus, intricate details, "
                                   "professional lighting, best quality")
+
+    # Key database (shared.accounts): SQLAlchemy URL, e.g. sqlite:///.sdgate/sdgate.db or
+    # postgresql://...; empty means only SDGATE_API_KEYS is consulted.
+    database_url: str = ""
 
     def private_host_allowlist(self) -> set[str]:
         """`allowed_private_hosts` as a set of "ip:port" strings."""

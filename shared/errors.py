@@ -16,6 +16,8 @@
      +-- StorageFailed             the upload did not happen; no URL is returned
      +-- GenerationFailed          the engine broke; the user did nothing wrong
      +-- Unavailable               overloaded or shutting down
+     +-- Interrupted               stopped by an interrupt before it finished
+     +-- ClientGone                the client disconnected (never read)
 
 Dialects never pick statuses themselves: they render `status_of(err)` in their own envelope.
 """
@@ -39,11 +41,12 @@ class SdgateError(Exception):
     code = "error"
 
     def __init__(self, message: str, *, param: str | None = None,
-                 fields: list[FieldError] | None = None):
+                 fields: list[FieldError] | None = None, retry_after: float | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
         self.fields = fields or []
+        self.retry_after = retry_after  # seconds: rendered as a Retry-After header (429 / 503)
 
 
 class InvalidRequest(SdgateError):
@@ -136,6 +139,19 @@ class Unavailable(SdgateError):
     code = "unavailable"
 
 
+class Interrupted(SdgateError):
+    """The generation was interrupted (A1111 /interrupt) before it finished; shapes without a
+    way to mark partial images fail with this rather than report them as a success."""
+
+    code = "interrupted"
+
+
+class ClientGone(SdgateError):
+    """The client disconnected; its work was interrupted and nobody reads this answer."""
+
+    code = "client_disconnected"
+
+
 # The one status table: the most specific class listed wins (looked up along the MRO).
 STATUS: dict[type[SdgateError], int] = {
     SdgateError: 500,
@@ -148,6 +164,8 @@ STATUS: dict[type[SdgateError], int] = {
     StorageFailed: 502,
     GenerationFailed: 500,
     Unavailable: 503,
+    Interrupted: 409,
+    ClientGone: 499,
 }
 
 
@@ -171,3 +189,9 @@ def from_pydantic(exc, prefix: str = "") -> ValidationFailed:
         fields.append(FieldError(prefix + name, msg))
     summary = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
     return ValidationFailed(summary, param=fields[0].field if fields else None, fields=fields)
+
+
+class ModerationBlocked(InvalidRequest):
+    """The safety checker flagged an image where the API refuses rather than replaces it (OpenAI)."""
+
+    code = "moderation_blocked"

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # A1111 draws random seeds below this bound; we do the same everywhere.
 SEED_BOUND = 4294967294
 MAX_SEED = 2**64 - 1
+MIN_SIDE = 8  # smallest image side the engine draws (one latent pixel)
 
 
 class Mode(str, enum.Enum):
@@ -67,10 +68,10 @@ class HiresFix(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    width: int = Field(ge=8, le=4096)  # final size: the first pass is upscaled to cover it, then
-    height: int = Field(ge=8, le=4096)  # centre-cropped
+    width: int = Field(ge=MIN_SIDE, le=4096)  # final size: the first pass is upscaled to cover it, then
+    height: int = Field(ge=MIN_SIDE, le=4096)  # centre-cropped
     steps: int | None = Field(None, ge=1, le=500)  # None: the first pass's steps
-    strength: float = Field(0.7, gt=0.0, le=1.0)
+    strength: float = Field(0.7, ge=0.0, le=1.0)  # 0: the upscaled first pass, undenoised
     upscaler: str = "Latent"  # a latent mode ("Latent", "Latent (bicubic)", ...), "Lanczos", ...
     sampler: str | None = None  # None: the first pass's sampler and schedule type
     scheduler: str | None = None
@@ -121,8 +122,8 @@ class GenerationRequest(BaseModel):
     model: str | None = None  # None: the configured default model
     prompt: str
     negative_prompt: str = ""
-    width: int = Field(512, ge=8, le=4096)
-    height: int = Field(512, ge=8, le=4096)
+    width: int = Field(512, ge=MIN_SIDE, le=4096)
+    height: int = Field(512, ge=MIN_SIDE, le=4096)
     steps: int = Field(20, ge=1, le=500)
     guidance: float = Field(7.0, ge=0.0, le=100.0)
     sampler: str | None = None  # A1111 name or diffusers class name; None: the model's own
@@ -155,6 +156,11 @@ class GenerationRequest(BaseModel):
     inpaint_full_res: bool = False  # repaint only the masked region, at full resolution
     inpaint_full_res_padding: int = Field(0, ge=0, le=1024)
     task_id: str | None = None  # handle for progress / interrupt / skip (shared.progress)
+    owner: str = ""  # the API key id that asked (tenant isolation of tasks and jobs)
+    # -- OpenAI Images (issue 15) --
+    output_quality: int | None = Field(None, ge=0, le=100)  # jpeg/webp quality; None: 90
+    safety_checker_optional: bool = False  # no checker installed: skip it instead of refusing
+    partial_images: int = Field(0, ge=0, le=3)  # streamed previews of intermediate latents
     controlnets: list[ControlNetUnit] = Field(default_factory=list)  # shared.engine.controlnet
 
     @model_validator(mode="after")
@@ -168,10 +174,22 @@ class GenerationRequest(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _denoises_at_least_one_step(self):
+        if self.mode is not Mode.txt2img and self.strength * self.steps < 1:
+            raise ValueError(f"strength {self.strength} x {self.steps} steps is less than one "
+                             "denoising step: raise strength or steps")
+        return self
+
+    @model_validator(mode="after")
     def _hires_for_txt2img(self):
         if self.hires is not None and self.mode is not Mode.txt2img:
             raise ValueError("hires fix is a txt2img feature")
         return self
+
+    @staticmethod
+    def nth_seed(seed: int, i: int) -> int:
+        """Image i's seed: seed + i, wrapping at 2**64 (torch's seed range) as one rule."""
+        return (seed + i) % (MAX_SEED + 1)
 
     def resolved_seed(self) -> int:
         """The seed to use: the request's, or a fresh random one below A1111's bound."""

@@ -13,6 +13,7 @@ from PIL import Image, PngImagePlugin
 from shared.errors import BadImage
 
 ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP"}
+MIN_SIDE = 8  # an input image narrower than this carries nothing to work from
 _DATA_URI = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
 _WS = re.compile(r"\s+")
 
@@ -41,6 +42,9 @@ def open_image(data: bytes, max_pixels: int, field: str = "image") -> Image.Imag
             if w * h > max_pixels:
                 raise BadImage(f"{field}: {w}x{h} is over the limit of {max_pixels} pixels",
                                param=field)
+            if min(w, h) < MIN_SIDE:
+                raise BadImage(f"{field}: {w}x{h} is too small; each side needs at least "
+                               f"{MIN_SIDE} pixels", param=field)
             img.load()
     except BadImage:
         raise
@@ -58,8 +62,10 @@ def check_image(data: bytes, max_pixels: int, field: str = "image") -> bytes:
     return data
 
 
-def encode(img: Image.Image, fmt: str = "png", text: dict[str, str] | None = None) -> bytes:
-    """Encode an image; PNG at compress level 1 (fast), with optional text chunks."""
+def encode(img: Image.Image, fmt: str = "png", text: dict[str, str] | None = None,
+           quality: int | None = None) -> bytes:
+    """Encode an image; PNG at compress level 1 (fast), with optional text chunks; JPEG and
+    WebP at `quality` (default 90)."""
     buf = io.BytesIO()
     fmt = fmt.lower()
     if fmt == "png":
@@ -70,9 +76,9 @@ def encode(img: Image.Image, fmt: str = "png", text: dict[str, str] | None = Non
                 info.add_itxt(k, v) if not v.isascii() else info.add_text(k, v)
         img.save(buf, format="PNG", compress_level=1, pnginfo=info)
     elif fmt == "jpeg":
-        img.convert("RGB").save(buf, format="JPEG", quality=90)
+        img.convert("RGB").save(buf, format="JPEG", quality=90 if quality is None else quality)
     elif fmt == "webp":
-        img.save(buf, format="WEBP", quality=90, method=4)
+        img.save(buf, format="WEBP", quality=90 if quality is None else quality, method=4)
     else:
         raise ValueError(f"unknown format {fmt}")
     return buf.getvalue()

@@ -240,6 +240,9 @@ class JobRunner:
             if result is None:
                 self._fail(job_id, "Job deadline exceeded")
                 return
+            if result.interrupted:  # partial images are not a success in any shape
+                self._fail(job_id, "The generation was interrupted before it finished")
+                return
         except SdgateError as e:
             self._fail(job_id, e.message)
             return

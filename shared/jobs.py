@@ -46,6 +46,7 @@ class Job(BaseModel):
     keep_bytes: bool = False  # the dialect wants the images' bytes (base64 output)
     images_base64: list[str] = Field(default_factory=list)  # set when keep_bytes
     finished: float | None = None  # unix time of success / failure
+    owner: str = ""  # the API key id that made it: only that key can fetch it
 
     def overdue(self, now: float | None = None) -> bool:
         """Still processing after its deadline."""

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 KEEP_FINISHED = 256  # finished tasks kept for late progress polls
 
@@ -22,6 +23,7 @@ class Task:
     """One generation's progress, in A1111's terms (jobs = pipeline calls, steps per call)."""
 
     id: str
+    owner: str = ""  # the API key id whose request this is: only it sees or stops the task
     job: str = ""
     job_count: int = 1
     job_no: int = 0  # pipeline calls finished
@@ -34,6 +36,10 @@ class Task:
     skipped: bool = False
     in_call: bool = False  # a pipeline call is running (its steps count toward the fraction)
     timestamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
+    # streaming previews (OpenAI partial_images): the engine sets preview_fn (latents -> bytes)
+    partial_images: int = 0
+    preview_fn: Callable | None = None
+    previews: list[bytes] = field(default_factory=list)
 
     # -- written by the engine --------------------------------------------------------------
     def begin(self, job: str, job_count: int) -> None:
@@ -54,9 +60,19 @@ class Task:
     def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         """diffusers' callback_on_step_end: count the step; stop the loop on interrupt or skip."""
         self.sampling_step = min(step + 1, self.sampling_steps or step + 1)
+        self.preview(step, callback_kwargs)
         if self.interrupted or self.skipped:
             pipe._interrupt = True  # diffusers pipelines skip their remaining steps
         return callback_kwargs
+
+    def preview(self, step: int, callback_kwargs: dict) -> None:
+        """At evenly spaced steps, keep a preview of the latents (partial_images of them)."""
+        n, k = self.sampling_steps, self.partial_images
+        if not (k and self.preview_fn and n and "latents" in callback_kwargs):
+            return
+        due = {max(1, round(n * (i + 1) / (k + 1))) for i in range(k)}
+        if step + 1 in due and len(self.previews) < k:
+            self.previews.append(self.preview_fn(callback_kwargs["latents"]))
 
     # -- read by the web layer --------------------------------------------------------------
     def fraction(self) -> float:
@@ -112,53 +128,64 @@ class TaskGroup:
     def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         for t in self.tasks:
             t.sampling_step = min(step + 1, t.sampling_steps or step + 1)
+            t.preview(step, callback_kwargs)
         if all(t.interrupted or t.skipped for t in self.tasks):
             pipe._interrupt = True
         return callback_kwargs
 
 
 class TaskRegistry:
-    """Thread-safe tasks by id, bounded: the oldest finished tasks are forgotten."""
+    """Thread-safe tasks by (owner, id), bounded: the oldest finished tasks are forgotten.
+
+    Every read and flag takes the caller's owner (API key id): one key never sees or stops
+    another key's tasks, even when it guesses or reuses the other's task id.
+    """
 
     def __init__(self, keep: int = KEEP_FINISHED):
-        self._tasks: OrderedDict[str, Task] = OrderedDict()
+        self._tasks: OrderedDict[tuple[str, str], Task] = OrderedDict()
         self._lock = threading.Lock()
         self.keep = keep
 
-    def open(self, task_id: str | None) -> Task:
+    def open(self, task_id: str | None, owner: str = "") -> Task:
         """The task for an id (created if new; a fresh id when None)."""
-        task_id = task_id or uuid.uuid4().hex
+        key = (owner, task_id or uuid.uuid4().hex)
         with self._lock:
-            task = self._tasks.get(task_id)
+            task = self._tasks.get(key)
             if task is None or task.finished is not None:
-                task = self._tasks[task_id] = Task(task_id)
-            self._tasks.move_to_end(task_id)
+                task = self._tasks[key] = Task(key[1], owner=owner)
+            self._tasks.move_to_end(key)
             self._forget_old()
             return task
 
-    def get(self, task_id: str) -> Task | None:
+    def get(self, task_id: str, owner: str = "") -> Task | None:
         with self._lock:
-            return self._tasks.get(task_id)
+            return self._tasks.get((owner, task_id))
 
-    def running(self) -> list[Task]:
+    def running(self, owner: str = "") -> list[Task]:
         with self._lock:
-            return [t for t in self._tasks.values() if t.finished is None]
+            return [t for (o, _), t in self._tasks.items() if o == owner and t.finished is None]
 
-    def current(self) -> Task | None:
-        """The most recently started task that is still running."""
-        started = [t for t in self.running() if t.started is not None]
+    def current(self, owner: str = "") -> Task | None:
+        """The owner's most recently started task that is still running."""
+        started = [t for t in self.running(owner) if t.started is not None]
         return max(started, key=lambda t: t.started) if started else None
 
-    def interrupt(self, task_id: str | None = None) -> int:
-        """Stop one task, or every running one (A1111's global interrupt); how many were hit."""
-        return self._flag(task_id, "interrupted")
+    def last(self, owner: str = "") -> Task | None:
+        """The owner's most recently opened task, finished or not (idle /progress)."""
+        with self._lock:
+            mine = [t for (o, _), t in self._tasks.items() if o == owner]
+        return mine[-1] if mine else None
 
-    def skip(self, task_id: str | None = None) -> int:
-        """End the current pipeline call of one task (or all) early and go on with the next."""
-        return self._flag(task_id, "skipped")
+    def interrupt(self, task_id: str | None = None, owner: str = "") -> int:
+        """Stop one of the owner's tasks, or all of them (A1111's interrupt); how many."""
+        return self._flag(task_id, owner, "interrupted")
 
-    def _flag(self, task_id: str | None, flag: str) -> int:
-        hit = [t for t in ([self.get(task_id)] if task_id else self.running())
+    def skip(self, task_id: str | None = None, owner: str = "") -> int:
+        """End the current pipeline call of one of the owner's tasks (or all) early."""
+        return self._flag(task_id, owner, "skipped")
+
+    def _flag(self, task_id: str | None, owner: str, flag: str) -> int:
+        hit = [t for t in ([self.get(task_id, owner)] if task_id else self.running(owner))
                if t is not None and t.finished is None]
         for t in hit:
             setattr(t, flag, True)

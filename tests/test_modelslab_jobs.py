@@ -17,6 +17,7 @@ class Stuck:
 
     def __init__(self, real):
         self.storage = real.storage
+        self.registry = real.registry
 
     async def generate(self, req, *, job_id=None, keep_bytes=False):
         await asyncio.Event().wait()

@@ -9,13 +9,13 @@ from shared.errors import SamplerNotFound
 def test_karras_suffix_and_sde():
     spec = samplers.resolve("DPM++ 2M SDE Karras")
     assert spec.class_name == "DPMSolverMultistepScheduler"
-    assert spec.kwargs() == {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}
+    assert spec.kwargs() == {"algorithm_type": "sde-dpmsolver++"}
+    assert spec.schedule == "karras"
     assert spec.label == "DPM++ 2M SDE Karras"
 
 
 def test_schedule_type_field_equals_suffix():
-    assert samplers.resolve("DPM++ 2M", "karras").kwargs() == \
-        samplers.resolve("DPM++ 2M Karras").kwargs()
+    assert samplers.resolve("DPM++ 2M", "karras") == samplers.resolve("DPM++ 2M Karras")
 
 
 def test_case_insensitive_and_diffusers_class_names():
@@ -33,6 +33,8 @@ def test_unknown_names_raise_with_choices(name, sched):
 def test_every_table_entry_builds(engine):
     base = engine.warm().pipe.scheduler.config
     for name in samplers.a1111_names():
+        if name in samplers.REFUSED:
+            continue
         assert type(samplers.build(samplers.resolve(name), base)).__name__ == \
             samplers.A1111_SAMPLERS[name][0]
 
@@ -40,4 +42,4 @@ def test_every_table_entry_builds(engine):
 def test_unsupported_option_is_refused(engine):
     base = engine.warm().pipe.scheduler.config
     with pytest.raises(SamplerNotFound, match="does not support"):
-        samplers.build(samplers.resolve("Euler a", "karras"), base)
+        samplers.build(samplers.resolve("DDIMScheduler", "karras"), base)

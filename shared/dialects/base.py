@@ -6,9 +6,13 @@ API's own error envelope (never another dialect's, never FastAPI's default).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
 import json
 import logging
+import math
+import uuid
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
@@ -17,8 +21,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import (GenerationFailed, InvalidRequest, PayloadTooLarge, SdgateError,
-                           Unauthorized, from_pydantic)
+import anyio
+
+from shared.admission import check_limits
+from shared.errors import (ClientGone, GenerationFailed, Interrupted, InvalidRequest,
+                           PayloadTooLarge, SdgateError, Unauthorized, from_pydantic)
+from shared.generation import GenerationRequest, GenerationResult
+from shared.progress import TASKS
+
+MAX_JSON_DEPTH = 32  # deeper bodies are refused before any model sees them
+MAX_FORM_FIELDS = 200  # multipart / url-encoded fields (OpenAI edits send a handful)
+ANONYMOUS = ""  # the owner of work done with no key (an open local server)
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +48,22 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
             async def guarded(request: Request) -> Response:
                 try:
                     return await handler(request)
+                except ClientGone as e:
+                    log.info("%s: %s", request.url.path, e.message)
+                    return rendered(e)
                 except SdgateError as e:
-                    return render(e)
-                except RequestValidationError as e:
-                    return render(from_pydantic(e))
+                    return rendered(e)
+                except (RequestValidationError, ValidationError) as e:
+                    return rendered(from_pydantic(e))
                 except Exception as e:  # never a bare 500 page: the dialect's envelope
                     log.exception("unhandled error on %s", request.url.path)
-                    return render(GenerationFailed(f"internal error: {type(e).__name__}"))
+                    return rendered(GenerationFailed(f"internal error: {type(e).__name__}"))
+
+            def rendered(err: SdgateError) -> Response:
+                response = render(err)
+                if err.retry_after is not None:
+                    response.headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
+                return response
 
             return guarded
 
@@ -70,22 +92,61 @@ async def read_fields(request: Request) -> dict:
     body = await read_capped(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/x-www-form-urlencoded":
-        return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True,
+                          max_num_fields=MAX_FORM_FIELDS) if _few_fields(body) else None
+        if pairs is None:
+            raise InvalidRequest(f"form body has more than {MAX_FORM_FIELDS} fields")
+        return dict(pairs)
     if ctype == "multipart/form-data":
-        form = await request.form()
-        out = {}
-        for k, v in form.multi_items():
-            out[k] = await v.read() if hasattr(v, "read") else v
-        return out
+        return await _multipart(request)
     if not body.strip():
         return {}
     try:
         data = json.loads(body)
+    except RecursionError as e:
+        raise InvalidRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from e
     except (UnicodeDecodeError, ValueError) as e:
         raise InvalidRequest(f"body is not valid JSON: {e}") from e
     if not isinstance(data, dict):
         raise InvalidRequest("body must be a JSON object")
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return data
+
+
+def _few_fields(body: bytes) -> bool:
+    return body.count(b"&") < MAX_FORM_FIELDS
+
+
+def _depth(value) -> int:
+    """Nesting depth of a JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else ()
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
+
+
+async def _multipart(request: Request) -> dict:
+    """A multipart body's fields (files as bytes); a malformed one is the client's mistake."""
+    from starlette.exceptions import HTTPException
+    from starlette.formparsers import MultiPartException
+
+    try:
+        form = await request.form(max_fields=MAX_FORM_FIELDS, max_files=MAX_FORM_FIELDS)
+    except HTTPException as e:  # starlette's own wrapping of a MultiPartException
+        raise InvalidRequest(f"malformed multipart/form-data body: {e.detail}") from e
+    except (MultiPartException, AssertionError, KeyError, ValueError) as e:
+        raise InvalidRequest(f"malformed multipart/form-data body: {e or type(e).__name__}") from e
+    out = {}
+    for k, v in form.multi_items():
+        out[k] = await v.read() if hasattr(v, "read") else v
+    return out
 
 
 def validate(model: type[BaseModel], data: dict, prefix: str = ""):
@@ -100,6 +161,39 @@ def validate(model: type[BaseModel], data: dict, prefix: str = ""):
     return obj
 
 
+ERROR_RESPONSES = {str(code): {"description": text} for code, text in (
+    (400, "invalid request"), (401, "missing or wrong API key"), (404, "unknown model, sampler "
+    "or job"), (413, "body too large"), (422, "invalid fields"), (429, "rate limited"),
+    (503, "busy: retry after Retry-After seconds"))}
+
+
+def body(model: type[BaseModel], *content_types: str) -> dict:
+    """Route keywords documenting a raw-body route's request schema and error answers in
+    /openapi.json (the routes read their own bodies so each dialect renders its own errors)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    content = {t: {"schema": schema} for t in content_types or ("application/json",)}
+    return {"openapi_extra": {"requestBody": {"required": True, "content": content},
+                              "x-sdgate-schemas": defs},
+            "responses": ERROR_RESPONSES}
+
+
+def openapi_with_bodies(app) -> dict:
+    """The app's OpenAPI document with each route's body models under components/schemas."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for item in doc.get("paths", {}).values():
+        for operation in item.values():
+            schemas.update(operation.pop("x-sdgate-schemas", {}) or {})
+    app.openapi_schema = doc
+    return doc
+
+
 def header_key(request: Request) -> str | None:
     """The API key from `Authorization: Bearer`, `API-KEY` or `X-API-Key` headers."""
     auth = request.headers.get("authorization", "")
@@ -108,17 +202,77 @@ def header_key(request: Request) -> str | None:
     return request.headers.get("api-key") or request.headers.get("x-api-key")
 
 
-def check_key(request: Request, presented: str | None) -> None:
-    """Refuse a missing or wrong key when keys are configured (constant-time compare)."""
-    keys = request.app.state.settings.keys()
-    if not keys:
+def key_id(key: str) -> str:
+    """A stable, non-secret id for an API key: what jobs and tasks record as their owner."""
+    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def check_key(request: Request, presented) -> None:
+    """Refuse a missing or wrong key when keys are configured (constant-time compare), and
+    record the caller's key id as `request.state.key_id` (the owner of its work)."""
+    if presented is not None and not isinstance(presented, str):
+        raise Unauthorized("Invalid API key: the key must be a string")
+    settings = request.app.state.settings
+    keys = settings.keys()
+    request.state.key_id = key_id(presented) if presented else ANONYMOUS
+    if not keys and not settings.database_url:
         return
     if not presented:
         raise Unauthorized("Missing API key")
-    if not any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys):
-        raise Unauthorized("Invalid API key")
+    if any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys):
+        return
+    if settings.database_url:
+        from shared.accounts import store  # only servers with a key database pay for SQLAlchemy
+        rec = store.resolve(settings.database_url, presented)
+        if rec is not None:
+            from shared.accounts import ratelimit
+            ratelimit.hit(rec.id, rec.rpm)
+            return
+    raise Unauthorized("Invalid API key")
+
+
+def owner(request: Request) -> str:
+    """The key id of the caller (set by check_key), ANONYMOUS on an open server."""
+    return getattr(request.state, "key_id", ANONYMOUS)
 
 
 def backend(request: Request):
     """The app's Backend."""
     return request.app.state.backend
+
+
+async def admit(request: Request, internal: GenerationRequest) -> GenerationRequest:
+    """The checks every generation passes before any work: the caller's key id stamped as the
+    owner, a task id, the compute and prompt limits, and the model looked up (in a thread)."""
+    internal = internal.model_copy(update={"owner": owner(request),
+                                           "task_id": internal.task_id or uuid.uuid4().hex})
+    check_limits(internal, request.app.state.settings)
+    await anyio.to_thread.run_sync(backend(request).registry.resolve, internal.model)
+    return internal
+
+
+async def generate(request: Request, internal: GenerationRequest, *, keep_bytes: bool = False,
+                   allow_interrupted: bool = False) -> GenerationResult:
+    """The one path from a dialect's request to the engine: admitted, through the bounded queue,
+    interrupted when the client disconnects; an interrupted result is an error unless the shape
+    can say so itself (A1111)."""
+    internal = await admit(request, internal)
+    with request.app.state.admission:
+        work = asyncio.ensure_future(backend(request).generate(internal, keep_bytes=keep_bytes))
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=0.25)
+            if done:
+                break
+            if await request.is_disconnected():
+                TASKS.interrupt(internal.task_id, internal.owner)
+                work.add_done_callback(_swallow)  # it ends at its next step; nobody awaits it
+                raise ClientGone("client disconnected; its generation was interrupted")
+        result = work.result()
+    if result.interrupted and not allow_interrupted:
+        raise Interrupted("the generation was interrupted before it finished")
+    return result
+
+
+def _swallow(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.dialects.base import (backend, check_key, dialect_route, header_key, read_fields,
-                                  validate)
+from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key,
+                                  read_fields, validate)
 from shared.errors import SdgateError, status_of
 from shared.generation import GenerationRequest, GenerationResult
 from shared.sizes import size_for_ratio
@@ -55,11 +55,11 @@ def render(req: DrawRequest, result: GenerationResult, created: int) -> dict:
 router = APIRouter(route_class=dialect_route(render_error), tags=["seed 000: /v1/draw"])
 
 
-@router.post("/v1/draw")
+@router.post("/v1/draw", **body(DrawRequest))
 async def draw(request: Request):
     created = int(time.time())
     check_key(request, header_key(request))
     req = validate(DrawRequest, await read_fields(request))
     native = backend(request).native_size(req.model)
-    result = await backend(request).generate(req.to_internal(native))
+    result = await generate(request, req.to_internal(native))
     return render(req, result, created)

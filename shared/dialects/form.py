@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.dialects.base import (backend, check_key, dialect_route, header_key, read_fields,
+from shared.dialects.base import (body, check_key, dialect_route, generate, header_key, read_fields,
                                   validate)
 from shared.errors import SdgateError, status_of
 from shared.generation import MAX_SEED, GenerationRequest, GenerationResult, Mode
@@ -82,14 +82,16 @@ async def _authorised(request: Request) -> dict:
     return data
 
 
-@router.post("/txt2img")
+@router.post("/txt2img", **body(Txt2ImgRequest, "application/x-www-form-urlencoded",
+                                  "application/json"))
 async def txt2img(request: Request):
     data = await _authorised(request)
     req = validate(Txt2ImgRequest, data)
-    return render(await backend(request).generate(req.to_internal()))
+    return render(await generate(request, req.to_internal()))
 
 
-@router.post("/img2img")
+@router.post("/img2img", **body(Img2ImgRequest, "application/x-www-form-urlencoded",
+                                  "application/json"))
 async def img2img(request: Request):
     data = await _authorised(request)
     req = validate(Img2ImgRequest, data)
@@ -101,4 +103,4 @@ async def img2img(request: Request):
         w, h = w or iw, h or ih
     internal = req.model_copy(update={"width": w, "height": h}).to_internal(
         Mode.img2img, strength=req.strength, init_image=init)
-    return render(await backend(request).generate(internal))
+    return render(await generate(request, internal))

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from shared.engine import prompt_schedule
 from shared.engine.prompts import extract_networks
 from shared.errors import SdgateError
 from shared.generation import GenerationRequest, GenerationResult, Mode
@@ -30,11 +31,17 @@ class NotBatchable(Exception):
     """Requests that cannot share a pipeline call after all; the batcher runs each alone."""
 
 
+def _scheduled(req: GenerationRequest) -> bool:
+    return any(len(prompt_schedule.schedule(t, req.steps)) > 1
+               for t in (req.prompt, req.negative_prompt))
+
+
 def batchable(req: GenerationRequest) -> bool:
     """A request whose images can share a call with other requests' images."""
     return (req.mode is Mode.txt2img and req.hires is None and req.variant is None
             and not req.controlnets  # control images: a call of their own
-            and (req.batch_size is None or req.batch_size >= req.num_images))
+            and (req.batch_size is None or req.batch_size >= req.num_images)
+            and not _scheduled(req))  # prompt editing switches embeddings: its own call
 
 
 def batch_key(req: GenerationRequest, model_name: str) -> str:

@@ -11,8 +11,8 @@ import time
 from PIL import Image
 
 from shared import images as imgs
-from shared.engine import (embeddings, hires, loras, masking, prompts, resize, safety, samplers,
-                           tiling)
+from shared.engine import (embeddings, hires, loras, masking, nancheck, previews, prompts, resize,
+                           safety, samplers, tiling)
 from shared.engine.accel import AccelOptions
 from shared.engine.batching import NotBatchable, batchable
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
@@ -109,8 +109,9 @@ class Engine:
         per_request = [self._seeds(r) for r in reqs]
         seeds = [s for own, _ in per_request for s in own]
         subseeds = [s for _, own in per_request for s in own]
-        tasks = [TASKS.open(r.task_id) for r in reqs]
+        tasks = [TASKS.open(r.task_id, r.owner) for r in reqs]
         task = tasks[0] if len(tasks) == 1 else TaskGroup(tasks)
+        previews.attach(task, reqs, (reqs[0].width, reqs[0].height))
         try:
             with loaded.lock:
                 t1 = time.perf_counter()
@@ -135,7 +136,8 @@ class Engine:
                     img = img.resize(size, Image.LANCZOS)
                 text = self._infotext(req, info, label, own_seeds[i], own_subseeds[i])
                 fmt = req.output_format.value
-                data = imgs.encode(img, fmt, {"parameters": text} if fmt == "png" else None)
+                data = imgs.encode(img, fmt, {"parameters": text} if fmt == "png" else None,
+                                   req.output_quality)
                 out.append(GeneratedImage(seed=own_seeds[i], data=data,
                                           mime_type=MIME[req.output_format], width=img.width,
                                           height=img.height, nsfw=nsfw[k + i], infotext=text,
@@ -156,14 +158,15 @@ class Engine:
         subseed = req.subseed if req.subseed != -1 else secrets.randbelow(SEED_BOUND)
         n = req.num_images
         vary = req.subseed_strength > 0
-        return [seed + (0 if vary else i) for i in range(n)], [subseed + i for i in range(n)]
+        nth = GenerationRequest.nth_seed
+        return ([nth(seed, 0 if vary else i) for i in range(n)],
+                [nth(subseed, i) for i in range(n)])
 
-    @staticmethod
-    def _hires_spec(req: GenerationRequest):
+    def _hires_spec(self, req: GenerationRequest):
         """The hires pass's sampler (the first pass's unless given); checks the upscaler name."""
         if req.hires is None:
             return None
-        hires.upscaler(req.hires.upscaler)
+        hires.upscaler(req.hires.upscaler, self.registry.root)
         return samplers.resolve(req.hires.sampler or req.sampler,
                                 req.hires.scheduler or req.scheduler)
 
@@ -225,7 +228,8 @@ class Engine:
         import torch
 
         req, prompt = reqs[0], texts[0]
-        checker = self._checker(loaded) if req.safety_checker else None
+        checker = (self._checker(loaded, req.safety_checker_optional) if req.safety_checker
+                   else None)
         w, h = ceil8(req.width), ceil8(req.height)
         mode, plan, init = req.mode, None, None
         if mode is not Mode.txt2img:
@@ -239,16 +243,20 @@ class Engine:
             mode = Mode.inpaint if plan else Mode.img2img  # empty mask: upstream does img2img
         pipe = loaded.variant(req.variant) if req.variant else loaded.pipeline(mode)
         pipe.scheduler = loaded.scheduler(spec)
+        samplers.seed(pipe.scheduler, seeds[0])
+        cond, on_step = self._conditioning(pipe, reqs, texts, len(seeds), req.steps, task)
         kwargs = dict(num_inference_steps=req.steps, guidance_scale=req.guidance,
-                      output_type="pil", callback_on_step_end=task.on_step_end,
-                      **self._encode(pipe, reqs, texts, len(seeds)))
+                      output_type="pil", callback_on_step_end=on_step, **cond)
         if req.eta is not None:
             kwargs["eta"] = req.eta
         if "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
+            if on_step != task.on_step_end:  # bound methods: equal, never identical
+                raise Unsupported(f"prompt editing / alternation needs per-step callbacks, "
+                                  f"which {type(pipe).__name__} lacks", param="prompt")
             del kwargs["callback_on_step_end"]  # SAG: no step progress or interrupt
         if mode is Mode.txt2img:
             kwargs.update(self._txt2img_inputs(pipe, req, seeds, subseeds, w, h))
-            if req.hires and hires.upscaler(req.hires.upscaler).latent:
+            if req.hires and hires.upscaler(req.hires.upscaler, self.registry.root).latent:
                 kwargs["output_type"] = "latent"  # upscaled as latents, decoded after pass 2
         else:
             if req.strength * req.steps < 1:
@@ -275,7 +283,7 @@ class Engine:
                 kwargs.update(extra)
         task.begin_call(req.steps if mode is Mode.txt2img else int(req.steps * req.strength))
         with hooks:
-            result = pipe(**kwargs)
+            result = nancheck.checked_call(pipe, kwargs)
         task.end_call()
         out = result.images
         if req.hires is not None:
@@ -286,6 +294,18 @@ class Engine:
             return safety.screen(checker, out, req.safety_checker_type, self.device)
         nsfw = list(getattr(result, "nsfw_content_detected", None) or [False] * len(seeds))
         return out, nsfw
+
+    def _conditioning(self, pipe, reqs: list[GenerationRequest], texts: list[str], n: int,
+                      steps: int, task):
+        """Prompt embeddings and the step callback; prompt editing / alternation switch the
+        embeddings per step (one request only: batching.batchable keeps them alone)."""
+        if len(reqs) > 1:
+            return self._encode(pipe, reqs, texts, n), task.on_step_end
+        r = reqs[0]
+        parts = prompts.encode_scheduled(pipe, texts[0], r.negative_prompt, r.clip_skip, n, steps)
+        if len(parts) == 1:
+            return parts[0][1], task.on_step_end
+        return parts[0][1], prompts.switcher(parts, task.on_step_end)
 
     @staticmethod
     def _encode(pipe, reqs: list[GenerationRequest], texts: list[str], n: int) -> dict:
@@ -322,28 +342,51 @@ class Engine:
         w, h = ceil8(hr.width), ceil8(hr.height)
         pipe = loaded.pipeline(Mode.img2img)
         pipe.scheduler = loaded.scheduler(spec)
+        samplers.seed(pipe.scheduler, seeds[0])
         steps = hr.steps or req.steps
+        if hr.strength == 0:  # no denoising asked: the upscaled first pass as it is
+            up = hires.upscaler(hr.upscaler, self.registry.root)
+            image = hires.upscale(first, up, w, h, self)
+            if not up.latent:
+                return image
+            with torch.no_grad():
+                vae = pipe.vae
+                pixels = vae.decode(image / vae.config.scaling_factor, return_dict=False)[0]
+            return pipe.image_processor.postprocess(pixels, output_type="pil")
         hr_prompt = prompts.extract_networks(hr.prompt)[0] if hr.prompt else prompt
         negative = hr.negative_prompt if hr.negative_prompt else req.negative_prompt
-        kwargs = dict(image=hires.upscale(first, hires.upscaler(hr.upscaler), w, h),
+        up = hires.upscaler(hr.upscaler, self.registry.root)
+        kwargs = dict(image=hires.upscale(first, up, w, h, self),
                       strength=hr.strength,
                       num_inference_steps=hires.img2img_steps(steps, hr.strength),
                       guidance_scale=req.guidance, output_type="pil",
                       generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
-                      callback_on_step_end=task.on_step_end,
-                      **prompts.encode(pipe, hr_prompt, negative, req.clip_skip, len(seeds)))
+                      **self._hires_conditioning(pipe, hr_prompt, negative, req, len(seeds),
+                                                 steps, task))
         if req.eta is not None:
             kwargs["eta"] = req.eta
         task.begin_call(steps)
-        out = pipe(**kwargs).images
+        out = nancheck.checked_call(pipe, kwargs).images
         task.end_call()
         return out
 
-    def _checker(self, loaded: LoadedModel) -> safety.Checker:
-        """The model's own safety checker, else the shared one; refused if there is neither."""
+    @staticmethod
+    def _hires_conditioning(pipe, prompt: str, negative: str, req: GenerationRequest, n: int,
+                            steps: int, task) -> dict:
+        """The hires pass's embeddings and callback; its edits count the hires steps."""
+        parts = prompts.encode_scheduled(pipe, prompt, negative, req.clip_skip, n, steps)
+        on_step = task.on_step_end if len(parts) == 1 else prompts.switcher(parts,
+                                                                            task.on_step_end)
+        return {**parts[0][1], "callback_on_step_end": on_step}
+
+    def _checker(self, loaded: LoadedModel, optional: bool = False) -> safety.Checker | None:
+        """The model's own safety checker, else the shared one; refused if there is neither
+        (None if the request made it optional)."""
         if loaded.safety_checker is not None and loaded.feature_extractor is not None:
             return safety.Checker(loaded.safety_checker, loaded.feature_extractor)
         shared = self.shared_checker.get()
+        if shared is None and optional:
+            return None
         if shared is None:
             raise Unsupported(f"safety checker requested, but {loaded.info.name} has none and "
                               f"{self.shared_checker.path} does not exist", param="safety_checker")

@@ -1,8 +1,9 @@
 """A1111's hires fix: upscale the first pass (its latents, or its pixels) and run img2img over it.
 
 Upscaler names are A1111's. Latent modes interpolate the latents; "None", "Lanczos" and
-"Nearest" resize pixels; upscalers that need model weights (ESRGAN, SwinIR, LDSR, ...) are
-refused. The same latent interpolation serves img2img's resize mode 3 ("latent upscale").
+"Nearest" resize pixels; model upscalers installed under the models folder ("R-ESRGAN 4x+",
+"4x-UltraSharp", ...: shared/postprocess.py) upscale the decoded first pass (shared/engine/
+upscalers.py), as upstream's resize_image does; names not installed are refused. The same latent interpolation serves img2img's resize mode 3 ("latent upscale").
 """
 
 from __future__ import annotations
@@ -36,17 +37,27 @@ class Upscaler:
     latent: bool
     mode: str | int  # interpolate mode (latent) or PIL filter (pixels)
     antialias: bool = False
+    model: str | None = None  # a model upscaler's A1111 name
 
 
-def upscaler(name: str | None) -> Upscaler:
-    """Resolve an A1111 upscaler name (None: "Latent"); weight-backed upscalers are refused."""
+def upscaler(name: str | None, models_dir=None) -> Upscaler:
+    """Resolve an A1111 upscaler name (None: "Latent"), model upscalers from `models_dir`."""
     key = (name or "Latent").strip()
     for table, latent in ((LATENT_UPSCALERS, True), (PIXEL_UPSCALERS, False)):
         for k, v in table.items():
             if k.lower() == key.lower():
                 return Upscaler(k, True, *v) if latent else Upscaler(k, False, v)
-    raise Unsupported(f"upscaler {name!r} needs model weights sdgate does not ship; use one of "
-                      f"{', '.join([*LATENT_UPSCALERS, *PIXEL_UPSCALERS])}", param="hr_upscaler")
+    installed = []
+    if models_dir is not None:
+        from shared import postprocess
+
+        for u in postprocess.installed(models_dir):
+            if u.name.lower() in (key.lower(), key.lower().replace(" ", "_")):
+                return Upscaler(u.name, False, Image.LANCZOS, model=u.name)
+            installed.append(u.name)
+    raise Unsupported(f"upscaler {name!r} is not installed; use one of "
+                      f"{', '.join([*LATENT_UPSCALERS, *PIXEL_UPSCALERS, *installed])}",
+                      param="hr_upscaler")
 
 
 def img2img_steps(steps: int, strength: float) -> int:
@@ -73,10 +84,14 @@ def resize_latents(latents, w: int, h: int, mode: str = "bilinear", antialias: b
     return out[..., top:top + th, left:left + tw]
 
 
-def upscale(first, up: Upscaler, w: int, h: int):
+def upscale(first, up: Upscaler, w: int, h: int, engine=None):
     """The first pass output (latents tensor, or PIL images) brought to w x h."""
     if up.latent:
         return resize_latents(first, w, h, up.mode, up.antialias)
+    if up.model is not None:
+        from shared.engine.upscalers import upscale_to
+
+        first = [upscale_to(engine, img, up.model, w, h) for img in first]
     return [cover(img, w, h, up.mode) for img in first]
 
 

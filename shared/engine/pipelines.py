@@ -76,7 +76,8 @@ class LoadedModel:
         """The scheduler for a sampler spec (the model's own for None), built once."""
         if spec not in self.schedulers:
             base = self.schedulers[None]
-            self.schedulers[spec] = samplers.build(spec, base.config)
+            sdxl = "XL" in type(self.pipe).__name__  # Align Your Steps has SDXL's own sigmas
+            self.schedulers[spec] = samplers.build(spec, base.config, sdxl=sdxl)
         return self.schedulers[spec]
 
 

@@ -4,7 +4,9 @@
 their tokens into chunks of 75 (a BREAK or a full chunk starts the next one, moving the words
 after a recent comma along); `encode` wraps each chunk in BOS/EOS, encodes the chunks separately,
 scales every token's hidden state by its weight, restores each chunk's mean (A1111's "Original"
-emphasis) and concatenates them, so long prompts are never truncated. Behaviour follows upstream
+emphasis) and concatenates them, so long prompts are never truncated. `encode_scheduled` adds
+prompt editing and alternation (shared.engine.prompt_schedule): one encoding per distinct text,
+switched per step by `switcher` through diffusers' callback_on_step_end. Behaviour follows upstream
 `modules/prompt_parser.py` and `modules/sd_hijack_clip.py`.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from shared.engine import prompt_schedule
 from shared.errors import InvalidRequest, Unsupported
 
 CHUNK = 75  # tokens per chunk, BOS and EOS not counted
@@ -29,9 +32,6 @@ _LEXEME = re.compile(r"""
 """, re.X)
 _BREAK = re.compile(r"\s*\bBREAK\b\s*")
 _NETWORK = re.compile(r"<(\w+):([^>]+)>")  # extra networks: <lora:name:0.8>, <hypernet:...>
-_EDITING = re.compile(r"(?<!\\)\[[^\[\]]*:\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)\s*\]"
-                      r"|(?<!\\)\[[^\[\]]*\|[^\[\]]*\]")
-
 Run = tuple[str, float | None]  # (text, weight); weight None marks a BREAK
 
 
@@ -91,14 +91,6 @@ def parse_attention(text: str) -> list[Run]:
         elif text_ or w is None:
             merged.append([text_, w])
     return [(t, w) for t, w in merged] or [("", 1.0)]
-
-
-def check_syntax(prompt: str) -> None:
-    """Refuse the A1111 syntax sdgate does not implement instead of misreading it as weights."""
-    m = _EDITING.search(prompt)
-    if m:
-        raise Unsupported(f"prompt editing / alternation ({m.group(0)!r}) is not supported; "
-                          "escape the brackets (\\[ \\]) to use them literally", param="prompt")
 
 
 def chunk_tokens(runs: list[tuple[list[int] | None, float]], comma: int | None,
@@ -258,8 +250,6 @@ def encode(pipe, prompt: str, negative: str = "", clip_skip: int = 1, n: int = 1
     """
     import torch
 
-    check_syntax(prompt)
-    check_syntax(negative)
     with torch.no_grad():
         if getattr(pipe, "text_encoder_2", None) is not None:
             out = _encode_sdxl(pipe, prompt, negative, clip_skip)
@@ -268,3 +258,57 @@ def encode(pipe, prompt: str, negative: str = "", clip_skip: int = 1, n: int = 1
         else:
             raise Unsupported(f"{type(pipe).__name__} has no CLIP text encoder for A1111 prompts")
     return {k: v.repeat(n, *[1] * (v.dim() - 1)) for k, v in out.items()}
+
+
+def encode_scheduled(pipe, prompt: str, negative: str, clip_skip: int, n: int, steps: int
+                     ) -> list[tuple[int, dict]]:
+    """[(end_step, encode() kwargs)] for a prompt with `[from:to:when]` / `[a|b]` over `steps`
+    steps; one entry when nothing is scheduled. Every entry has the same token length (shorter
+    ones padded with the empty prompt's chunk, as upstream pads conds)."""
+    plan = prompt_schedule.merged(prompt_schedule.schedule(prompt, steps),
+                                  prompt_schedule.schedule(negative, steps))
+    cache: dict[tuple[str, str], dict] = {}
+    parts = []
+    for end, pos, neg in plan:
+        if (pos, neg) not in cache:
+            cache[(pos, neg)] = encode(pipe, pos, neg, clip_skip, n)
+        parts.append((end, cache[(pos, neg)]))
+    length = max(p["prompt_embeds"].shape[1] for _, p in parts)
+    if any(p["prompt_embeds"].shape[1] != length for _, p in parts):
+        empty = encode(pipe, "", "", clip_skip, n)["prompt_embeds"][:, :CHUNK + 2]
+        for _, p in parts:
+            for k in ("prompt_embeds", "negative_prompt_embeds"):
+                if p[k].shape[1] != length:
+                    p[k] = _pad_to(p[k], length, empty)
+    return parts
+
+
+def switcher(parts: list[tuple[int, dict]], inner):
+    """A callback_on_step_end that runs `inner`, then hands the pipeline the conditioning of the
+    next step (classifier-free guidance's [negative, positive] pair, as the pipeline holds it)."""
+    import torch
+
+    current = [parts[0][1]]
+
+    def pick(step: int) -> dict:
+        for end, kw in parts:
+            if step <= end:
+                return kw
+        return parts[-1][1]
+
+    def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        out = inner(pipe, step, timestep, callback_kwargs)
+        nxt = pick(step + 1)
+        if nxt is current[0]:
+            return out
+        current[0] = nxt
+        cfg = getattr(pipe, "do_classifier_free_guidance", True)
+        pos, neg = nxt["prompt_embeds"], nxt["negative_prompt_embeds"]
+        out["prompt_embeds"] = torch.cat([neg, pos]) if cfg else pos
+        out["negative_prompt_embeds"] = neg
+        if "pooled_prompt_embeds" in nxt:
+            pooled, neg_pooled = nxt["pooled_prompt_embeds"], nxt["negative_pooled_prompt_embeds"]
+            out["add_text_embeds"] = torch.cat([neg_pooled, pooled]) if cfg else pooled
+        return out
+
+    return on_step_end

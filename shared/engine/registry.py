@@ -59,6 +59,14 @@ class ModelRegistry:
         self.default_name = default
         self._lock = threading.Lock()
         self._models: dict[str, ModelInfo] | None = None
+        self._hashes: dict[tuple, str] = {}  # (path, mtime, size) -> hash: rescans rehash nothing old
+
+    def _hash(self, path: Path) -> str:
+        st = (path / "model_index.json" if path.is_dir() else path).stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key not in self._hashes:
+            self._hashes[key] = _short_hash(path)
+        return self._hashes[key]
 
     def refresh(self) -> list[ModelInfo]:
         """Rescan the directory."""
@@ -66,9 +74,9 @@ class ModelRegistry:
         if self.root.is_dir():
             for p in sorted(self.root.iterdir()):
                 if p.is_dir() and (p / "model_index.json").is_file():
-                    found[p.name] = ModelInfo(p.name, p, False, _short_hash(p))
+                    found[p.name] = ModelInfo(p.name, p, False, self._hash(p))
                 elif p.is_file() and p.suffix in (".safetensors", ".ckpt"):
-                    found[p.stem] = ModelInfo(p.stem, p, True, _short_hash(p))
+                    found[p.stem] = ModelInfo(p.stem, p, True, self._hash(p))
         with self._lock:
             self._models = found
         return list(found.values())

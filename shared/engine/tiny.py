@@ -73,6 +73,11 @@ def build_components(seed: int = 0) -> dict:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.eos_token_id,
     ))
+    # Real CLIP's final layer norm has a bias far from zero, so the hidden states' mean is too;
+    # A1111's emphasis restores that mean by dividing by it. Zero-initialised, the tiny model's
+    # mean sat near 0 and weighted prompts such as ((red)) blew up to NaN (black images).
+    with torch.no_grad():
+        getattr(text_encoder, "text_model", text_encoder).final_layer_norm.bias.normal_(0.5, 0.1)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               skip_prk_steps=True, steps_offset=1)
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,

@@ -15,6 +15,7 @@ class Recording:
 
     def __init__(self, inner):
         self.inner, self.storage, self.requests = inner, inner.storage, []
+        self.registry = inner.registry
 
     async def generate(self, req, **kw):
         self.requests.append(req)

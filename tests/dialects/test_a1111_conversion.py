@@ -39,7 +39,7 @@ def test_null_means_default_and_extra_fields_are_accepted():
     assert req.model_extra == {"some_extension_field": {"x": 1}}
 
 
-@pytest.mark.parametrize("field, value", [("width", 65), ("height", 1000 + 4), ("steps", 0),
+@pytest.mark.parametrize("field, value", [("width", 63), ("height", 30), ("steps", 0),
                                           ("steps", 151), ("batch_size", 0), ("cfg_scale", 31),
                                           ("width", 4096)])
 def test_out_of_range_fields_fail_validation(field, value):
@@ -141,7 +141,6 @@ def test_client_neutral_values_pass():
 
 
 @pytest.mark.parametrize("kw, cls, match", [
-    ({"restore_faces": True}, Unsupported, "restore_faces"),
     ({"styles": ["cinematic"]}, Unsupported, "styles"),
     ({"script_name": "x/y/z plot"}, ValidationFailed, "Script 'x/y/z plot' not found"),
     ({"alwayson_scripts": {"ADetailer": {"args": []}}}, ValidationFailed, "ADetailer not found"),

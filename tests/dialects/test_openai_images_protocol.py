@@ -86,8 +86,18 @@ def test_omitted_fields_give_one_native_png():
     assert internal.model == "tiny-sd" and internal.output_format is OutputFormat.png
 
 
+def test_streaming_is_for_generations_only():
+    internal = ImageGenerateRequest(prompt="x", stream=True, partial_images=2).to_internal(512)
+    assert internal.partial_images == 2
+    for fields in ({"stream": True}, {"partial_images": 2}):
+        with pytest.raises(Unsupported) as e:
+            ImageEditRequest(prompt="x", **fields).refuse_unsupported()
+        assert e.value.param == "stream"
+    with pytest.raises(ValidationFailed):  # previews without a stream to send them on
+        ImageGenerateRequest(prompt="x", partial_images=2).to_internal(512)
+
+
 @pytest.mark.parametrize("fields,param", [
-    ({"stream": True}, "stream"), ({"partial_images": 2}, "stream"),
     ({"background": "transparent"}, "background"), ({"output_format": "gif"}, "output_format"),
     ({"output_format": "svg"}, "output_format"),
 ])

@@ -110,8 +110,18 @@ def run_pair(batcher, a, b):
     return out
 
 
-def test_one_bad_request_does_not_fail_its_companions(engine):
-    good, bad = req("good", seed=6), req("a [cat:dog:0.5] prompt", seed=7)  # prompt editing
+def test_one_bad_request_does_not_fail_its_companions(engine, monkeypatch):
+    from shared.engine import prompts
+
+    real = prompts.encode
+
+    def encode(pipe, prompt, *a, **kw):  # a prompt the engine refuses, batched with a good one
+        if "refused" in prompt:
+            raise Unsupported("refused prompt", param="prompt")
+        return real(pipe, prompt, *a, **kw)
+
+    monkeypatch.setattr(prompts, "encode", encode)
+    good, bad = req("good", seed=6), req("a refused prompt", seed=7)
     batcher = BatchingEngine(engine, max_batch=2, wait_ms=60_000)
     got_good, got_bad = run_pair(batcher, good, bad)
     assert isinstance(got_bad, Unsupported)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.engine import prompts
+from shared.engine import prompt_schedule, prompts
 from shared.engine.prompts import chunk_tokens, extract_networks, parse_attention
 from shared.errors import InvalidRequest, Unsupported
 
@@ -42,15 +42,26 @@ def test_extract_networks_removes_tags():
     assert found == [("lora", ["foo", "0.8"]), ("lora", ["bar"]), ("hypernet", ["h", "1"])]
 
 
-@pytest.mark.parametrize("text", ["[cat:dog:10]", "[cat:dog:0.5]", "[cat:5]", "[cat|dog]"])
-def test_prompt_editing_is_refused_not_misread(text):
-    with pytest.raises(Unsupported, match="prompt editing"):
-        prompts.check_syntax(f"a {text} b")
+@pytest.mark.parametrize("text, plan", [
+    ("a [cat:dog:10] b", [(10, "a cat b"), (20, "a dog b")]),
+    ("a [cat:dog:0.5] b", [(10, "a cat b"), (20, "a dog b")]),
+    ("a [dog:5]", [(5, "a "), (20, "a dog")]),
+    ("a [cat::0.25]", [(5, "a cat"), (20, "a ")]),
+    ("(red:1.2) [x:y:2] [z] BREAK w", [(2, "(red:1.2) x [z] BREAK w"),
+                                        (20, "(red:1.2) y [z] BREAK w")]),
+    (r"a \[cat:dog:10\] b", [(20, r"a \[cat:dog:10\] b")]),
+    ("a [b", [(20, "a [b")]),  # unparsable: used as it is, as upstream
+])
+def test_prompt_schedule_as_upstream(text, plan):
+    assert prompt_schedule.schedule(text, 20) == plan
 
 
-def test_escaped_editing_brackets_pass():
-    prompts.check_syntax(r"a \[cat:dog:10\] b")
-    prompts.check_syntax("(cat:1.2) [dog]")
+def test_alternation_and_nesting():
+    assert prompt_schedule.schedule("[a|b] x", 3) == [(1, "a x"), (2, "b x"), (3, "a x")]
+    assert prompt_schedule.schedule("[[a:b:2]:c:0.75]", 8) == [(2, "a"), (6, "b"), (8, "c")]
+    assert prompt_schedule.text_at([(2, "a"), (6, "b")], 3) == "b"
+    assert prompt_schedule.merged([(2, "a"), (4, "b")], [(3, "n"), (4, "m")]) == [
+        (2, "a", "n"), (3, "b", "n"), (4, "b", "m")]
 
 
 # -- chunking (pure) -----------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import os
 import struct
 from pathlib import Path
 
+from shared import postprocess
 from shared.engine import samplers
-from shared.engine.hires import LATENT_UPSCALERS, PIXEL_UPSCALERS
+from shared.engine.hires import LATENT_UPSCALERS
 from shared.engine.loras import LORA_SUFFIXES
 from shared.engine.registry import EMBEDDING_SUFFIXES, EMBEDDINGS_DIR, LORA_DIR
 
@@ -65,17 +66,27 @@ def embeddings(registry) -> dict:
 
 
 def sampler_list() -> list[dict]:
-    return [{"name": n, "aliases": [], "options": {}} for n in samplers.a1111_names()]
+    return samplers.a1111_list()
 
 
 def scheduler_list() -> list[dict]:
-    return [{"name": n, "label": samplers.SCHEDULE_LABELS[n], "aliases": None,
-             "default_rho": None, "need_inner_model": False} for n in samplers.SCHEDULE_TYPES]
+    return [{"name": n, "label": label, "aliases": aliases, "default_rho": rho,
+             "need_inner_model": inner}
+            for n, (label, _, rho, inner, aliases) in samplers.SCHEDULE_TYPES.items()]
 
 
-def upscaler_list() -> list[dict]:
-    return [{"name": n, "model_name": None, "model_path": None, "model_url": None,
-             "scale": 4} for n in PIXEL_UPSCALERS]
+def upscaler_list(models_dir: Path) -> list[dict]:
+    """Built-ins, then the installed model upscalers, in upstream's shape."""
+    out = [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+           for n in postprocess.BUILTINS]
+    return out + [{"name": u.name, "model_name": u.model_name, "model_path": str(u.path),
+                   "model_url": None, "scale": u.scale} for u in postprocess.installed(models_dir)]
+
+
+def realesrgan_models(models_dir: Path) -> list[dict]:
+    """upstream's Real-ESRGAN table, limited to the files installed in <models_dir>/RealESRGAN."""
+    return [{"name": u.name, "path": str(u.path), "scale": u.scale}
+            for u in postprocess.installed(models_dir) if u.folder == "RealESRGAN"]
 
 
 def latent_upscale_modes() -> list[dict]:

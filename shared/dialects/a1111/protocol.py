@@ -50,8 +50,8 @@ class ProcessingRequest(_Lenient):
     n_iter: int = Field(1, ge=1, le=64)
     steps: int = Field(50, ge=1, le=150)
     cfg_scale: float = Field(7.0, ge=0, le=30)
-    width: int = Field(512, ge=64, le=MAX_SIDE, multiple_of=8)
-    height: int = Field(512, ge=64, le=MAX_SIDE, multiple_of=8)
+    width: int = Field(512, ge=64, le=MAX_SIDE)  # not a multiple of 8: run at the next, resized
+    height: int = Field(512, ge=64, le=MAX_SIDE)
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool = False

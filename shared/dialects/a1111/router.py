@@ -13,11 +13,12 @@ import threading
 
 from fastapi import APIRouter, Depends, Request
 
-from shared.dialects.a1111 import catalog, serving
+from shared.dialects.a1111 import catalog, extras, faces, serving
 from shared.dialects.a1111.protocol import Img2ImgRequest, PNGInfoRequest, Txt2ImgRequest
-from shared.dialects.base import (backend, check_key, dialect_route, header_key, read_fields,
-                                  validate)
-from shared.errors import FieldError, ModelNotFound, Unsupported, ValidationFailed
+from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key, owner,
+                                  read_fields, validate)
+from shared.errors import FieldError, ModelNotFound, NotFound, Unsupported, ValidationFailed
+from shared.faces import RESTORER_DIRS, restorer_file, restorers
 from shared.images import b64decode_strict, check_image, open_image
 from shared.progress import TASKS
 
@@ -45,16 +46,15 @@ router = APIRouter(route_class=dialect_route(serving.render_error),
                    dependencies=[Depends(authorised)], tags=["AUTOMATIC1111 /sdapi/v1"])
 
 
-# -- per-app state -------------------------------------------------------------------------------
+# -- per-key state -------------------------------------------------------------------------------
 _STATE_LOCK = threading.Lock()
 
 
 def options(request: Request) -> dict:
-    """The options POSTed to /options (upstream's settings), kept per app in memory."""
-    with _STATE_LOCK:
-        if not hasattr(request.app.state, "a1111_options"):
-            request.app.state.a1111_options = {}
-        return request.app.state.a1111_options
+    """The options the caller's key POSTed to /options (upstream's settings): each key has its
+    own, over the server's defaults, so one customer's settings never change another's images.
+    Kept per app in memory (shared/dialects/state.py: the one declared place for it)."""
+    return request.app.state.dialect_state.namespace("a1111.options", owner(request))
 
 
 def registry(request: Request):
@@ -75,7 +75,13 @@ async def _generate(request: Request, req, internal):
     if internal.model:
         registry(request).resolve(internal.model)  # unknown checkpoint: 404 before any work
     urls = (req.response_format or request.headers.get(URL_HEADER, "")).lower() == "url"
-    result = await backend(request).generate(internal, keep_bytes=not urls)
+    restore = faces.restore_of(req, {**options(request), **(req.override_settings or {})})
+    if restore:  # off, URL responses, unknown or missing restorer: refused before any work
+        faces.check(request, urls)
+        restorer_file(request.app.state.settings.models_dir, restore.model)
+    result = await generate(request, internal, keep_bytes=not urls, allow_interrupted=True)
+    if restore:
+        result = await faces.restore_images(request, result, restore, urls)
     if not req.override_settings_restore_afterwards and req.override_settings:
         kept = {k: v for k, v in req.override_settings.items() if k in serving.OPTION_DEFAULTS}
         options(request).update(kept)
@@ -89,7 +95,7 @@ def _controlnet_units(request: Request, req) -> list:
     return controlnet.units(req.alwayson_scripts, request.app.state.settings.max_image_pixels)
 
 
-@router.post("/txt2img")
+@router.post("/txt2img", **body(Txt2ImgRequest))
 async def txt2img(request: Request):
     req = validate(Txt2ImgRequest, serving.apply_infotext(await read_fields(request)))
     units = _controlnet_units(request, req)
@@ -97,7 +103,7 @@ async def txt2img(request: Request):
                                                              controlnets=units))
 
 
-@router.post("/img2img")
+@router.post("/img2img", **body(Img2ImgRequest))
 async def img2img(request: Request):
     req = validate(Img2ImgRequest, serving.apply_infotext(await read_fields(request)))
     max_px = request.app.state.settings.max_image_pixels
@@ -110,6 +116,32 @@ async def img2img(request: Request):
     internal = serving.to_internal(req, options(request), init=init, mask=mask,
                                    controlnets=_controlnet_units(request, req))
     return await _generate(request, req, internal)
+
+
+# -- extras (upscaling) -------------------------------------------------------------------------
+async def _extras(request: Request, req, encoded: list[str]):
+    fmt = str(options(request).get("samples_format", "png")).lower()
+    up = extras.to_upscale(req, encoded, request.app.state.settings.max_image_pixels,
+                           options(request), fmt)
+    restores = faces.extras_restores(req)
+    if restores:  # off, unknown or missing restorer: refused before any work
+        faces.check(request, urls=False)
+        for restore in restores:
+            restorer_file(request.app.state.settings.models_dir, restore.model)
+    result = await backend(request).op("upscale", up)
+    return await faces.restore_extras(request, result, restores) if restores else result
+
+
+@router.post("/extra-single-image")
+async def extra_single_image(request: Request):
+    req = validate(extras.ExtrasSingleImageRequest, await read_fields(request))
+    return extras.render_single(await _extras(request, req, [req.image]))
+
+
+@router.post("/extra-batch-images")
+async def extra_batch_images(request: Request):
+    req = validate(extras.ExtrasBatchImagesRequest, await read_fields(request))
+    return extras.render_batch(await _extras(request, req, [f.data for f in req.imageList]))
 
 
 # -- models, samplers, options -------------------------------------------------------------------
@@ -134,8 +166,13 @@ def schedulers():
 
 
 @router.get("/upscalers")
-def upscalers():
-    return catalog.upscaler_list()
+def upscalers(request: Request):
+    return catalog.upscaler_list(registry(request).root)
+
+
+@router.get("/realesrgan-models")
+def realesrgan_models(request: Request):
+    return catalog.realesrgan_models(registry(request).root)
 
 
 @router.get("/latent-upscale-modes")
@@ -203,11 +240,17 @@ def cmd_flags():
 # Lists of things sdgate has none of (no styles, scripts, VAEs, face restorers, hypernetworks).
 @router.get("/prompt-styles")
 @router.get("/sd-vae")
-@router.get("/face-restorers")
 @router.get("/hypernetworks")
 @router.get("/script-info")
 def nothing_installed():
     return []
+
+
+@router.get("/face-restorers")
+def face_restorers(request: Request):
+    """Restorer families with weights present (docs/faces.md)."""
+    root = request.app.state.settings.models_dir
+    return [{"name": n, "cmd_dir": str(root / RESTORER_DIRS[n])} for n in restorers(root)]
 
 
 @router.get("/scripts")
@@ -222,23 +265,27 @@ def refresh_vae():
 
 # -- progress, interrupt, skip, png-info, memory ------------------------------------------------
 @router.get("/progress")
-def progress(skip_current_image: bool = False, id_task: str | None = None):
-    """Upstream's global progress; `?id_task=` (a request's force_task_id) for one task."""
-    return serving.progress(TASKS.get(id_task) if id_task else TASKS.current())
+def progress(request: Request, skip_current_image: bool = False, id_task: str | None = None):
+    """The caller's progress (upstream's is global; here each key sees only its own tasks);
+    `?id_task=` (a request's force_task_id) for one task. Idle: the last task's timestamp."""
+    me = owner(request)
+    if id_task:
+        return serving.progress(TASKS.get(id_task, me))
+    return serving.progress(TASKS.current(me), idle=TASKS.last(me))
 
 
 @router.post("/interrupt")
-def interrupt(id_task: str | None = None):
-    TASKS.interrupt(id_task)
+def interrupt(request: Request, id_task: str | None = None):
+    TASKS.interrupt(id_task, owner(request))  # only the caller's own tasks
     return {}
 
 
 @router.post("/skip")
-def skip(id_task: str | None = None):
-    TASKS.skip(id_task)
+def skip(request: Request, id_task: str | None = None):
+    TASKS.skip(id_task, owner(request))
 
 
-@router.post("/png-info")
+@router.post("/png-info", **body(PNGInfoRequest))
 async def png_info(request: Request):
     req = validate(PNGInfoRequest, await read_fields(request))
     data = b64decode_strict(req.image, "image")
@@ -249,3 +296,54 @@ async def png_info(request: Request):
 def memory(request: Request):
     stats = getattr(backend(request), "memory", None)
     return {"ram": catalog.ram(), "cuda": stats() if stats else {"error": "unavailable"}}
+
+
+# -- upstream v1.10 routes sdgate answers without the machinery behind them ---------------------
+@router.post("/reload-checkpoint")
+@router.post("/unload-checkpoint")
+def checkpoint_residency():
+    """Models are loaded on first use and evicted by the engine's LRU cache (SDGATE max_loaded);
+    there is no single loaded checkpoint to unload or reload, so these succeed doing nothing
+    (the next generation loads what it needs, as upstream's reload would)."""
+    return {}
+
+
+@router.get("/extensions")
+def extensions():
+    """No A1111 extensions are installed; ReActor and the LoRA listing are built in."""
+    return []
+
+
+@router.get("/sd-modules")
+def sd_modules():
+    return []
+
+
+@router.post("/create/embedding")
+@router.post("/create/hypernetwork")
+@router.post("/train/embedding")
+@router.post("/train/hypernetwork")
+def training_refused():
+    raise Unsupported("training and creating embeddings / hypernetworks is not offered by this "
+                      "server (a generation gateway); train elsewhere and add the file to the "
+                      "models folder")
+
+
+@router.post("/server-kill")
+@router.post("/server-restart")
+@router.post("/server-stop")
+def server_control_refused():
+    # Upstream registers these only with --api-server-stop; by default they do not exist.
+    raise NotFound("Not Found: server control routes are not enabled (upstream's "
+                   "--api-server-stop); the gateway's lifecycle is not an API call")
+
+
+def _unknown(rest: str):
+    raise NotFound("Not Found")
+
+
+# Included after every /sdapi/v1 router: unknown paths get upstream's error body, not FastAPI's.
+fallback = APIRouter(route_class=dialect_route(serving.render_error))
+for _prefix in PREFIXES:
+    fallback.add_api_route(_prefix + "/{rest:path}", _unknown, include_in_schema=False,
+                           methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

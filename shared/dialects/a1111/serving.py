@@ -35,6 +35,17 @@ SAMPLES_FORMATS = {"png": OutputFormat.png, "jpg": OutputFormat.jpeg, "jpeg": Ou
 # Options sdgate honours, with their defaults (GET /options shows them, POST /options sets them).
 OPTION_DEFAULTS = {"sd_model_checkpoint": None, "CLIP_stop_at_last_layers": 1,
                    "samples_format": "png", "sd_vae": "Automatic", "eta_noise_seed_delta": 0}
+# Upstream options (modules/shared_options.py defaults) that change no pixel here: shown by GET
+# /options and stored by POST /options for clients that read them, without effect (saving,
+# UI and infotext display settings; sdgate returns images and never writes them to disk).
+DISPLAY_OPTIONS = {"samples_save": True, "grid_save": True, "save_images_add_number": True,
+                   "outdir_samples": "", "outdir_txt2img_samples": "outputs/txt2img-images",
+                   "outdir_img2img_samples": "outputs/img2img-images", "send_seed": True,
+                   "send_size": True,
+                   "export_for_4chan": True, "live_previews_enable": True,
+                   "show_progress_every_n_steps": 10, "sd_checkpoint_cache": 0,
+                   "sd_vae_checkpoint_cache": 0, "quicksettings_list": ["sd_model_checkpoint"]}
+OPTION_DEFAULTS.update(DISPLAY_OPTIONS)
 # Settings that change the picture in ways sdgate cannot honour: only their neutral values pass.
 NEUTRAL_OPTIONS = {"sd_vae": ("Automatic", "None", None), "eta_noise_seed_delta": (0, None)}
 
@@ -66,6 +77,14 @@ _INFOTEXT_FIELDS = {"Prompt": "prompt", "Negative prompt": "negative_prompt", "S
                     "Denoising strength": "denoising_strength"}
 
 
+def _int(field: str, value) -> int:
+    """int() of a user's value, or a 422 naming the field (never a 500)."""
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        raise _invalid(field, f"{value!r} is not an integer") from None
+
+
 def apply_infotext(data: dict) -> dict:
     """Upstream's `infotext` request field: its parameters fill the fields not given."""
     text = data.get("infotext")
@@ -77,31 +96,26 @@ def apply_infotext(data: dict) -> dict:
         if params.get(label) not in (None, "") and field not in data:
             out[field] = params[label]
     if "Size" in params and "width" not in data and "height" not in data:
-        out["width"], out["height"] = (int(v) for v in params["Size"].split("x"))
+        size = params["Size"].split("x")
+        if len(size) != 2:
+            raise _invalid("infotext", f"Size {params['Size']!r} is not WIDTHxHEIGHT")
+        out["width"], out["height"] = (_int("infotext", v) for v in size)
     if "Clip skip" in params:
         settings = dict(out.get("override_settings") or {})
-        settings.setdefault("CLIP_stop_at_last_layers", int(params["Clip skip"]))
+        settings.setdefault("CLIP_stop_at_last_layers", _int("infotext", params["Clip skip"]))
         out["override_settings"] = settings
     return out
 
 
 # -- requests ------------------------------------------------------------------------------------
 def schedule_name(value: str | None) -> str | None:
-    """A1111 schedule type by name ("sgm_uniform") or label ("SGM Uniform")."""
-    if not value:
-        return None
-    low = value.strip().lower()
-    for name, label in samplers.SCHEDULE_LABELS.items():
-        if low in (name, label.lower()):
-            return name
-    return low  # unknown: samplers.resolve names the choices
+    """A1111 schedule type by name ("sgm_uniform"), label ("SGM Uniform") or alias; unknown
+    names are a 404 naming the choices (samplers.schedule_key)."""
+    return samplers.schedule_key(value)
 
 
 def _refuse_unsupported(req: ProcessingRequest) -> None:
     """Features that need weights or machinery sdgate does not have: a clear error, not silence."""
-    if req.restore_faces:
-        raise Unsupported("restore_faces needs face restoration weights (GFPGAN / CodeFormer), "
-                          "which sdgate does not ship", param="restore_faces")
     if req.styles:
         raise Unsupported(f"prompt styles {req.styles} are not configured on this server; "
                           "put their text in the prompt", param="styles")
@@ -158,7 +172,8 @@ def _hires(req: Txt2ImgRequest, w: int, h: int, model: str | None) -> HiresFix |
                           "supported", param="hr_checkpoint_name")
     hw, hh = hires_size(req, w, h)
     return HiresFix(width=hw, height=hh, steps=req.hr_second_pass_steps or None,
-                    strength=req.denoising_strength or DEFAULT_HR_STRENGTH,
+                    strength=DEFAULT_HR_STRENGTH if req.denoising_strength is None
+                    else req.denoising_strength,  # 0 is honoured: no second denoising
                     upscaler=req.hr_upscaler or "Latent", sampler=req.hr_sampler_name,
                     scheduler=schedule_name(req.hr_scheduler), prompt=req.hr_prompt or None,
                     negative_prompt=req.hr_negative_prompt or None)
@@ -186,7 +201,8 @@ def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = N
         scheduler=schedule_name(req.scheduler), seed=req.seed,
         subseed=req.subseed if req.subseed != -1 else secrets.randbelow(SEED_BOUND),
         subseed_strength=req.subseed_strength, num_images=req.batch_size * req.n_iter,
-        batch_size=req.batch_size, clip_skip=int(settings.get("CLIP_stop_at_last_layers") or 1),
+        batch_size=req.batch_size, clip_skip=_int("override_settings.CLIP_stop_at_last_layers",
+                                                  settings.get("CLIP_stop_at_last_layers") or 1),
         output_format=SAMPLES_FORMATS[fmt], tiling=bool(req.tiling), eta=req.eta,
         task_id=task_id or req.force_task_id or uuid.uuid4().hex, controlnets=controlnets or [])
     if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0:
@@ -246,7 +262,7 @@ def info(req: ProcessingRequest, internal: GenerationRequest, result: Generation
         "subseed": result.subseed, "all_subseeds": [i.subseed for i in imgs],
         "subseed_strength": req.subseed_strength, "width": internal.width,
         "height": internal.height, "sampler_name": internal.sampler, "cfg_scale": req.cfg_scale,
-        "steps": req.steps, "batch_size": req.batch_size, "restore_faces": False,
+        "steps": req.steps, "batch_size": req.batch_size, "restore_faces": bool(req.restore_faces),
         "face_restoration_model": None, "sd_model_name": result.model,
         "sd_model_hash": result.model_hash, "sd_vae_name": None, "sd_vae_hash": None,
         "seed_resize_from_w": req.seed_resize_from_w, "seed_resize_from_h": req.seed_resize_from_h,
@@ -272,12 +288,13 @@ def render(req: ProcessingRequest, internal: GenerationRequest, result: Generati
     return {"images": images, "parameters": parameters(req), "info": info(req, internal, result)}
 
 
-def progress(task) -> dict:
-    """GET /progress for one task (None: nothing running), in upstream's shape."""
+def progress(task, idle=None) -> dict:
+    """GET /progress for one task (None: nothing running), in upstream's shape; idle, the last
+    task's job_timestamp stays as upstream keeps it."""
     if task is None:
         state = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "",
-                 "job_count": 0, "job_timestamp": "0", "job_no": 0, "sampling_step": 0,
-                 "sampling_steps": 0}
+                 "job_count": 0, "job_timestamp": idle.timestamp if idle else "0", "job_no": 0,
+                 "sampling_step": 0, "sampling_steps": 0}
         return {"progress": 0, "eta_relative": 0, "state": state, "current_image": None,
                 "textinfo": None}
     state = {"skipped": task.skipped, "interrupted": task.interrupted,

@@ -1,4 +1,4 @@
-"""Seed 003: the stablediffusionapi.com / ModelsLab API (v3 and v4 dreambooth), key in the body.
+"""Seed 003: the stablediffusionapi.com / ModelsLab API (v3, v4 dreambooth, v6 images).
 
 Every generation is a job: answered `success` when it ends within the synchronous wait
 (SDGATE_SYNC_WAIT_SECONDS), else `processing` with `fetch_result` and `future_links`; the job
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import secrets
 
+import anyio
 from fastapi import APIRouter, Request
 
 from shared.backend import planned_urls
-from shared.dialects.base import backend, check_key, dialect_route, header_key, read_fields
+from shared.dialects.base import (admit, body, backend, check_key, dialect_route, header_key, owner,
+                                  read_fields)
 from shared.dialects.modelslab.protocol import (FetchRequest, Img2ImgRequest, InpaintRequest,
                                                 Text2ImgRequest, parse, refuse)
 from shared.dialects.modelslab.render import DIALECT, job_body, render_error
 from shared.dialects.modelslab.spam import SpamFilter
-from shared.errors import FieldError, JobNotFound, ModelNotFound, ValidationFailed
+from shared.errors import (FieldError, JobNotFound, ModelNotFound, NotFound, Unavailable,
+                           ValidationFailed)
 from shared.generation import GenerationRequest
 from shared.images import b64decode_strict, check_image
 from shared.jobs import Job
@@ -33,9 +36,15 @@ def _yn(v: bool) -> str:
 
 
 async def _authorised(request: Request) -> dict:
-    data = await read_fields(request)
+    """The effective request: query-string fields under the body's (old clients POST
+    `/api/v3/text2img?key=...&prompt=...` with an empty body); the key from the body, the query,
+    a `key` header or the usual auth headers."""
+    body = await read_fields(request)
+    data = {**dict(request.query_params), **body}
     key = data.get("key")
-    check_key(request, str(key) if key not in (None, "") else header_key(request))
+    if key in (None, ""):
+        key = request.headers.get("key") or header_key(request)
+    check_key(request, key if not isinstance(key, (int, float)) else str(key))
     await request.app.state.jobs.start()  # restart recovery, if the lifespan did not run it
     return data
 
@@ -90,10 +99,13 @@ def _meta(req: Text2ImgRequest, internal: GenerationRequest, job_id: str) -> dic
     return out
 
 
+FETCH_PATHS = {"v3": "/api/v3/fetch/{}", "v4": "/api/v4/dreambooth/fetch/{}",
+               "v6": "/api/v6/images/fetch/{}"}
+
+
 def _fetch_url(request: Request, version: str, job_id: str) -> str:
     base = request.app.state.settings.public_url.rstrip("/")
-    path = f"/api/v3/fetch/{job_id}" if version == "v3" else f"/api/v4/dreambooth/fetch/{job_id}"
-    return base + path
+    return base + FETCH_PATHS[version].format(job_id)
 
 
 async def _generate(request: Request, model_cls: type[Text2ImgRequest], version: str) -> dict:
@@ -101,7 +113,7 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
     data = await _authorised(request)
     _spam(request).check(data)
     req = parse(model_cls, data)
-    if version == "v4" and not req.model_id:
+    if version != "v3" and not req.model_id:  # v4 and v6 name the model
         raise ModelNotFound("Model id not found", param="model_id")
     refuse(req.refusals())
     be = backend(request)
@@ -116,12 +128,15 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
     if isinstance(req, InpaintRequest):
         images["mask"] = await _image(req.mask_image, "mask_image", guard,
                                       settings.max_image_pixels)
-    internal = req.to_internal(req.model_id, settings.enhance_prompt_suffix, **images)
-
+    internal = await admit(request, req.to_internal(req.model_id, settings.enhance_prompt_suffix,
+                                                    **images))
     runner = request.app.state.jobs
+    if runner.queue() >= settings.max_queue:
+        raise Unavailable("the server is busy; retry later", retry_after=settings.busy_retry_seconds)
     job_id = _new_id(runner.store)
     storage = getattr(be, "storage", None) or make_storage(settings)
     job = Job(id=job_id, dialect=DIALECT, eta=runner.eta(), keep_bytes=req.base64,
+              owner=internal.owner,
               future_links=planned_urls(storage, job_id, internal.num_images),
               webhook=req.webhook, track_id=None if req.track_id is None else str(req.track_id),
               request={"version": version, "meta": _meta(req, internal, job_id),
@@ -133,13 +148,16 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
 async def _fetch(request: Request, job_id: str | None) -> dict:
     data = await _authorised(request)
     if job_id is None:
-        job_id = parse(FetchRequest, data).request_id
-    if job_id in (None, ""):
+        body = parse(FetchRequest, data)
+        job_id = body.request_id if body.request_id is not None else data.get("id")
+    if isinstance(job_id, float) and job_id.is_integer():
+        job_id = int(job_id)
+    if job_id in (None, "") or isinstance(job_id, (bool, dict, list)):
         raise ValidationFailed("request_id", fields=[FieldError(
             "request_id", "The request id field is required.")])
     job = request.app.state.jobs.get(str(job_id).strip())
-    if job is None or job.dialect != DIALECT:
-        raise JobNotFound("Request not found")
+    if job is None or job.dialect != DIALECT or job.owner != owner(request):
+        raise JobNotFound("Request not found")  # another key's job is as unknown as none
     return job_body(job)
 
 
@@ -147,6 +165,7 @@ def _generator(model_cls: type[Text2ImgRequest], version: str):
     async def endpoint(request: Request):
         return await _generate(request, model_cls, version)
     endpoint.__name__ = f"{version}_{model_cls.mode.value}"
+    endpoint.body_model = model_cls  # documented in /openapi.json
     return endpoint
 
 
@@ -159,10 +178,26 @@ async def fetch_by_body(request: Request):
 
 
 async def system_load(request: Request):
+    """The real queue: background jobs generating plus every dialect's admitted generations."""
     await _authorised(request)
     runner = request.app.state.jobs
-    queue = runner.queue()
-    return {"queue_num": queue, "queue_time": runner.eta() if queue else 0, "status": "ok"}
+    queue = runner.queue() + request.app.state.admission.active
+    eta = round(runner.avg_seconds * queue, 2)
+    return {"queue_num": queue, "queue_time": eta, "status": "ok"}
+
+
+async def model_list(request: Request):
+    """The models this server has (the registry), in upstream's model_list item shape."""
+    await _authorised(request)
+    models = await anyio.to_thread.run_sync(backend(request).registry.models)
+    return [{"model_id": m.name, "model_name": m.name, "status": "model_ready",
+             "model_category": "stable_diffusion", "is_nsfw": "no", "featured": "no",
+             "description": m.title, "screenshots": "", "api_calls": 0} for m in models]
+
+
+async def unknown(request: Request, rest: str):
+    """Any other /api/* path: upstream's error body, not FastAPI's {"detail"}."""
+    raise NotFound(f"Not found: {request.method} {request.url.path}")
 
 
 # -- routes, one block (all POST, as upstream) ---------------------------------------------------
@@ -170,13 +205,39 @@ ROUTES = [
     ("/api/v3/text2img", _generator(Text2ImgRequest, "v3")),
     ("/api/v3/img2img", _generator(Img2ImgRequest, "v3")),
     ("/api/v3/inpaint", _generator(InpaintRequest, "v3")),
+    ("/api/v3/fetch", fetch_by_body),
     ("/api/v3/fetch/{job_id}", fetch_by_path),
     ("/api/v3/system_load", system_load),
+    # the old v3 dreambooth aliases: v4's bodies (model_id required) under v3 paths
+    ("/api/v3/dreambooth", _generator(Text2ImgRequest, "v4")),
+    ("/api/v3/dreambooth/img2img", _generator(Img2ImgRequest, "v4")),
+    ("/api/v3/dreambooth/inpaint", _generator(InpaintRequest, "v4")),
+    ("/api/v3/dreambooth/fetch", fetch_by_body),
+    ("/api/v3/dreambooth/fetch/{job_id}", fetch_by_path),
     ("/api/v4/dreambooth", _generator(Text2ImgRequest, "v4")),
     ("/api/v4/dreambooth/img2img", _generator(Img2ImgRequest, "v4")),
     ("/api/v4/dreambooth/inpaint", _generator(InpaintRequest, "v4")),
     ("/api/v4/dreambooth/fetch", fetch_by_body),  # {"key", "request_id"}
     ("/api/v4/dreambooth/fetch/{job_id}", fetch_by_path),  # what v4's fetch_result points at
+    ("/api/v4/dreambooth/model_list", model_list),
+    ("/api/v4/dreambooth/system_load", system_load),
+    # v6, what today's official clients call (docs.modelslab.com: /api/v6/images/...)
+    ("/api/v6/images/text2img", _generator(Text2ImgRequest, "v6")),
+    ("/api/v6/images/img2img", _generator(Img2ImgRequest, "v6")),
+    ("/api/v6/images/inpaint", _generator(InpaintRequest, "v6")),
+    ("/api/v6/images/fetch", fetch_by_body),
+    ("/api/v6/images/fetch/{job_id}", fetch_by_path),
+    ("/api/v6/fetch", fetch_by_body),
+    ("/api/v6/fetch/{job_id}", fetch_by_path),
+    ("/api/v6/images/model_list", model_list),
+    ("/api/v6/dreambooth/model_list", model_list),
+    ("/api/v6/images/system_load", system_load),
 ]
 for _path, _endpoint in ROUTES:
-    router.add_api_route(_path, _endpoint, methods=["POST"])
+    _model = getattr(_endpoint, "body_model", None)
+    router.add_api_route(_path, _endpoint, methods=["POST"], **(body(_model) if _model else {}))
+# Every other /api/* path and method answers in upstream's error body. A router of its own, which
+# the app includes after every other route, so it never shadows one added later.
+fallback = APIRouter(route_class=dialect_route(render_error))
+fallback.add_api_route("/api/{rest:path}", unknown, include_in_schema=False,
+                       methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -27,7 +27,8 @@ MAX_STEPS = 51  # the v3 docs say 1-50; the v4 docs list 21, 31, 41 and 51
 KARRAS_CAPABLE = frozenset({
     "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "KDPM2DiscreteScheduler",
     "KDPM2AncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
-    "LMSDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler"})
+    "LMSDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
+    "DPMSolverSDEScheduler"})
 # algorithm_type values: DPMSolverMultistepScheduler's default, and its SDE variant (A1111 name)
 ALGORITHMS = {"dpmsolver++": None, "sde-dpmsolver++": "DPM++ 2M SDE"}
 
@@ -230,6 +231,8 @@ MESSAGES = {
 
 
 def _message(err: dict) -> str:
+    if not err.get("loc") and err.get("type") == "value_error":  # a whole-request rule
+        return str(err.get("msg", "")).removeprefix("Value error, ")
     field = str(err["loc"][0]).replace("_", " ") if err.get("loc") else "request"
     template = MESSAGES.get(err.get("type", ""), "The {field} is invalid.")
     return template.format(field=field, **(err.get("ctx") or {}))

@@ -8,7 +8,7 @@ sdgate does with each field (honoured, accepted without effect, refused) is in d
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,9 @@ QUALITY_STEPS = {"low": 10, "high": 30, "hd": 30, "xhigh": 40, "max": 50}
 VARIATION_STRENGTH = 0.6
 # Edits repaint the masked area from scratch, as OpenAI's do.
 EDIT_STRENGTH = 1.0
+# A gpt-image edit without a mask reworks the whole image (img2img); input_fidelity "high" keeps
+# more of the input.
+WHOLE_EDIT_STRENGTH = {None: 0.75, "low": 0.75, "high": 0.5}
 
 Quality = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"]
 ResponseFormat = Literal["url", "b64_json"]
@@ -98,18 +101,25 @@ class _PromptedRequest(_ImagesRequest):
     prompt: str = Field(min_length=1, max_length=32000)
     background: Literal["transparent", "opaque", "auto"] | None = None
     complexity: Literal["low", "medium", "high"] | None = None  # accepted; no effect
-    output_compression: int | None = Field(None, ge=0, le=100)  # accepted; quality is fixed
+    output_compression: int | None = Field(None, ge=0, le=100)  # jpeg / webp quality
     output_format: OutputFormatName | None = None
     partial_images: int | None = Field(None, ge=0, le=3)
     quality: Quality | None = None
     safety_identifier: str | None = None  # accepted; no effect
     stream: bool | None = None
+    moderation: Literal["low", "auto"] | None = None  # auto (default): safety checker if installed
+
+    streams: ClassVar[bool] = False  # generations stream; edits do not (yet)
 
     def refuse_unsupported(self) -> None:
         """Options that would change the result in a way sdgate cannot: refused, not ignored."""
-        if self.stream or self.partial_images:
-            raise Unsupported("Streaming (stream, partial_images) is not supported by sdgate; "
-                              "omit it to receive the finished images", param="stream")
+        if (self.stream or self.partial_images) and not self.streams:
+            raise Unsupported("Streaming (stream, partial_images) is supported on "
+                              "/v1/images/generations only", param="stream")
+        if self.partial_images and not self.stream:
+            raise invalid_field("partial_images", "partial_images needs stream: true")
+        if self.stream and (self.n or 1) > 1:
+            raise invalid_field("n", "Streaming returns one image: send n 1 with stream")
         if self.background == "transparent":
             raise Unsupported("background 'transparent' is not supported: Stable Diffusion "
                               "renders opaque images", param="background")
@@ -121,7 +131,13 @@ class _PromptedRequest(_ImagesRequest):
         """GenerationRequest fields these options set (defaults stay GenerationRequest's)."""
         self.refuse_unsupported()
         out = dict(model=sdgate_model(self.model), prompt=self.prompt, num_images=self.n or 1,
-                   output_format=OutputFormat(self.output_format or "png"))
+                   output_format=OutputFormat(self.output_format or "png"),
+                   output_quality=self.output_compression,
+                   # moderation "auto" (OpenAI's default): screen with the safety checker when
+                   # one is installed; "low": no screening
+                   safety_checker=self.moderation != "low", safety_checker_optional=True)
+        if self.stream:
+            out["partial_images"] = self.partial_images or 0
         if self.quality in QUALITY_STEPS:
             out["steps"] = QUALITY_STEPS[self.quality]
         return out
@@ -130,7 +146,8 @@ class _PromptedRequest(_ImagesRequest):
 class ImageGenerateRequest(_PromptedRequest):
     """POST /v1/images/generations (JSON)."""
 
-    moderation: Literal["low", "auto"] | None = None  # accepted; no effect
+    streams: ClassVar[bool] = True
+
     style: Literal["vivid", "natural"] | None = None  # accepted; DALL-E 3 only upstream
 
     def to_internal(self, native: int) -> GenerationRequest:
@@ -141,11 +158,19 @@ class ImageGenerateRequest(_PromptedRequest):
 class ImageEditRequest(_PromptedRequest):
     """POST /v1/images/edits (multipart; `image` and `mask` arrive as files, outside this model)."""
 
-    input_fidelity: Literal["high", "low"] | None = None  # accepted; no effect
+    input_fidelity: Literal["high", "low"] | None = None  # no-mask gpt-image edits: strength
 
-    def to_internal(self, image: bytes, mask: bytes, image_size: tuple[int, int]
+    def whole_image(self, has_mask: bool) -> bool:
+        """gpt-image models edit the whole image when no mask is sent (img2img)."""
+        return not has_mask and (self.model or "").strip().lower().startswith(B64_DEFAULT_PREFIXES)
+
+    def to_internal(self, image: bytes, mask: bytes | None, image_size: tuple[int, int]
                     ) -> GenerationRequest:
         width, height = parse_size(self.size, fit_size(*image_size))
+        if mask is None:
+            return GenerationRequest(mode=Mode.img2img, width=width, height=height,
+                                     init_image=image, **self.common(),
+                                     strength=WHOLE_EDIT_STRENGTH[self.input_fidelity])
         return GenerationRequest(mode=Mode.inpaint, width=width, height=height, init_image=image,
                                  mask=mask, strength=EDIT_STRENGTH, **self.common())
 

@@ -1,26 +1,35 @@
-"""The three OpenAI Images routes, their response body and OpenAI's error envelope."""
+"""The three OpenAI Images routes and GET /v1/models, their response body and OpenAI's error
+envelope."""
 
 from __future__ import annotations
 
 import base64
+import math
+import re
 import time
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+import asyncio
+import json
+import uuid
 
-from shared.dialects.base import (backend, check_key, dialect_route, header_key, read_fields,
-                                  validate)
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key,
+                                  owner, read_fields, validate)
 from shared.dialects.openai_images.masks import edit_mask
 from shared.dialects.openai_images.protocol import (ImageEditRequest, ImageGenerateRequest,
                                                     ImageVariationRequest, ResponseFormat,
                                                     invalid_field, sdgate_model)
-from shared.errors import BadImage, SdgateError, Unsupported, status_of
+from shared.errors import BadImage, ModerationBlocked, SdgateError, Unsupported, status_of
 from shared.generation import GenerationRequest
 from shared.images import open_image
+from shared.progress import TASKS
 
 # Our error codes where OpenAI has its own word for the same thing.
 CODES = {"validation_error": "invalid_value", "unsupported": "unsupported_value",
-         "rate_limited": "rate_limit_exceeded"}
+         "rate_limited": "rate_limit_exceeded", "unavailable": "server_busy"}
 
 
 def render_error(err: SdgateError) -> JSONResponse:
@@ -34,7 +43,29 @@ def render_error(err: SdgateError) -> JSONResponse:
                                    "code": CODES.get(err.code, err.code)}}, status_code=status)
 
 
-def render(images: list, kind: ResponseFormat, internal: GenerationRequest) -> dict:
+def text_tokens(text: str) -> int:
+    """sdgate's token count of a prompt: words and punctuation marks (CLIP splits alike)."""
+    return len(re.findall(r"\w+|[^\w\s]", text or ""))
+
+
+def image_tokens(width: int, height: int) -> int:
+    """sdgate's token count of an image: one per 64x64 tile (a count, not OpenAI's billing)."""
+    return math.ceil(width / 64) * math.ceil(height / 64)
+
+
+def usage(internal: GenerationRequest, images: list, input_size: tuple[int, int] | None) -> dict:
+    """The gpt-image `usage` object, counted as above."""
+    text = text_tokens(internal.prompt)
+    in_img = image_tokens(*input_size) if input_size else 0
+    out_img = sum(image_tokens(i.width, i.height) for i in images)
+    return {"input_tokens": text + in_img, "output_tokens": out_img,
+            "total_tokens": text + in_img + out_img,
+            "input_tokens_details": {"text_tokens": text, "image_tokens": in_img},
+            "output_tokens_details": {"text_tokens": 0, "image_tokens": out_img}}
+
+
+def render(images: list, kind: ResponseFormat, internal: GenerationRequest,
+           input_size: tuple[int, int] | None = None) -> dict:
     """{created, data: [{url | b64_json, revised_prompt}]} plus the GPT image models' echoes."""
     data = []
     for img in images:
@@ -43,8 +74,9 @@ def render(images: list, kind: ResponseFormat, internal: GenerationRequest) -> d
         item["revised_prompt"] = internal.prompt or None  # sdgate never rewrites prompts
         data.append(item)
     return {"created": int(time.time()), "data": data,
-            "output_format": internal.output_format.value,
-            "size": f"{internal.width}x{internal.height}"}
+            "output_format": internal.output_format.value, "background": "opaque",
+            "size": f"{internal.width}x{internal.height}",
+            "usage": usage(internal, images, input_size)}
 
 
 router = APIRouter(route_class=dialect_route(render_error), tags=["OpenAI Images"])
@@ -73,17 +105,65 @@ async def _uploads(request: Request) -> tuple[dict, bytes, bytes | None]:
     return data, _file(image, "image"), None if mask is None else _file(mask, "mask")
 
 
-async def _respond(request: Request, internal: GenerationRequest, kind: ResponseFormat) -> dict:
-    result = await backend(request).generate(internal, keep_bytes=kind == "b64_json")
-    return render(result.images, kind, internal)
+async def _respond(request: Request, internal: GenerationRequest, kind: ResponseFormat,
+                   input_size: tuple[int, int] | None = None) -> dict:
+    result = await generate(request, internal, keep_bytes=kind == "b64_json")
+    if internal.safety_checker and any(i.nsfw for i in result.images):
+        # OpenAI refuses flagged output rather than returning a blanked image
+        raise ModerationBlocked("Your request was rejected by the safety system (the safety "
+                                "checker flagged the image); send moderation \"low\" to skip it",
+                                param="moderation")
+    return render(result.images, kind, internal, input_size)
 
 
-@router.post("/v1/images/generations")
+@router.post("/v1/images/generations", **body(ImageGenerateRequest))
 async def generations(request: Request):
     check_key(request, header_key(request))
     req = validate(ImageGenerateRequest, await read_fields(request))
     native = backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
+    if req.stream:
+        return _stream(request, req.to_internal(native), req.quality or "auto")
     return await _respond(request, req.to_internal(native), req.response_kind())
+
+
+def _sse(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _stream(request: Request, internal: GenerationRequest, quality: str) -> StreamingResponse:
+    """stream: true: `image_generation.partial_image` events as the engine keeps previews of its
+    latents, then `image_generation.completed` (the openai SDK's ImageGenStreamEvent)."""
+    internal = internal.model_copy(update={"task_id": uuid.uuid4().hex})
+    quality = quality if quality in ("low", "medium", "high", "auto") else "auto"
+    common = {"background": "opaque", "output_format": internal.output_format.value,
+              "quality": quality, "size": f"{internal.width}x{internal.height}"}
+
+    async def events():
+        work = asyncio.ensure_future(_respond(request, internal, "b64_json"))
+        sent = 0
+        while True:
+            finished = work.done()
+            task = TASKS.get(internal.task_id, owner(request))
+            for data in (task.previews if task else [])[sent:]:
+                yield _sse("image_generation.partial_image", {
+                    "type": "image_generation.partial_image", "partial_image_index": sent,
+                    "b64_json": base64.b64encode(data).decode("ascii"),
+                    "created_at": int(time.time()), **common})
+                sent += 1
+            if finished:
+                break
+            await asyncio.sleep(0.05)
+        try:
+            out = work.result()
+        except SdgateError as e:  # the status line is sent: the error is an event, as upstream
+            yield _sse("error", json.loads(render_error(e).body))
+            return
+        for item in out["data"]:
+            yield _sse("image_generation.completed", {
+                "type": "image_generation.completed", "b64_json": item["b64_json"],
+                "created_at": out["created"], "usage": out["usage"], **common})
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 @router.post("/v1/images/edits")
@@ -94,8 +174,12 @@ async def edits(request: Request):
     backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
     max_px = request.app.state.settings.max_image_pixels
     img = open_image(image, max_px, "image")
-    mask_png = edit_mask(img, None if mask is None else open_image(mask, max_px, "mask"))
-    return await _respond(request, req.to_internal(image, mask_png, img.size), req.response_kind())
+    if req.whole_image(mask is not None):  # gpt-image, no mask: the whole image is edited
+        mask_png = None
+    else:
+        mask_png = edit_mask(img, None if mask is None else open_image(mask, max_px, "mask"))
+    return await _respond(request, req.to_internal(image, mask_png, img.size),
+                          req.response_kind(), img.size)
 
 
 @router.post("/v1/images/variations")
@@ -107,4 +191,22 @@ async def variations(request: Request):
     req = validate(ImageVariationRequest, data)
     backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
     img = open_image(image, request.app.state.settings.max_image_pixels, "image")
-    return await _respond(request, req.to_internal(image, img.size), req.response_kind())
+    return await _respond(request, req.to_internal(image, img.size), req.response_kind(),
+                          img.size)
+
+
+@router.get("/v1/models")
+async def models(request: Request):
+    """The served models in OpenAI's list shape (`client.models.list()`)."""
+    check_key(request, header_key(request))
+    found = await anyio.to_thread.run_sync(backend(request).registry.models)
+    return {"object": "list", "data": [
+        {"id": m.name, "object": "model", "created": _mtime(m.path), "owned_by": "sdgate"}
+        for m in found]}
+
+
+def _mtime(path) -> int:
+    try:
+        return int(path.stat().st_mtime)
+    except OSError:
+        return 0

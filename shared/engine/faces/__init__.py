@@ -1,0 +1,1 @@
+"""Faces on onnxruntime: detection, alignment, embeddings, inswapper swap, restorer paste-back."""

@@ -1,0 +1,111 @@
+"""The openai package's newer Images fields against a live sdgate: quality, output_format and
+output_compression, background, moderation, user, usage, gpt-image edits without a mask, and
+GET /v1/models."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import openai
+import pytest
+from PIL import Image
+
+from tests.api.test_openai_client import image_file
+from tests.conftest import running
+from tests.test_safety import flag_everything, local_app  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def oai(live_server):
+    url = live_server()
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def decoded(item) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
+
+
+def test_output_format_compression_and_usage(oai):
+    sizes = {}
+    for q in (95, 5):
+        out = oai.images.generate(model="gpt-image-1", prompt="a red barn, dusk", size="64x64",
+                                  quality="low", output_format="jpeg", output_compression=q,
+                                  user="user-1234")
+        img = decoded(out.data[0])
+        assert img.format == "JPEG" and img.size == (64, 64)
+        sizes[q] = len(base64.b64decode(out.data[0].b64_json))
+        assert out.output_format == "jpeg" and out.size == "64x64" and out.background == "opaque"
+        u = out.usage
+        assert u.input_tokens_details.text_tokens == 5  # a, red, barn, ",", dusk
+        assert u.output_tokens == 1 and u.total_tokens == u.input_tokens + u.output_tokens
+    assert sizes[5] < sizes[95]  # the compression changed the bytes
+    out = oai.images.generate(model="gpt-image-1", prompt="a barn", size="64x64", quality="low",
+                              output_format="webp")
+    assert decoded(out.data[0]).format == "WEBP"
+
+
+def test_bad_combinations_are_clear_400s(oai):
+    for kw, param in (({"background": "transparent"}, "background"),
+                      ({"output_compression": 101}, "output_compression"),
+                      ({"output_format": "gif"}, "output_format")):
+        with pytest.raises(openai.BadRequestError) as e:
+            oai.images.generate(model="gpt-image-1", prompt="x", size="64x64", **kw)
+        assert e.value.body["param"] == param
+    out = oai.images.generate(model="gpt-image-1", prompt="x", size="64x64", quality="low",
+                              background="opaque", moderation="low")
+    assert decoded(out.data[0]).size == (64, 64)
+
+
+def test_gpt_image_edit_without_mask_reworks_the_whole_image(oai):
+    rng = np.random.default_rng(1)
+    src = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    out = oai.images.edit(model="gpt-image-1", image=image_file(src), prompt="a watercolor",
+                          size="64x64", quality="low")
+    got = np.asarray(decoded(out.data[0]).convert("RGB"), dtype=float)
+    diff = np.abs(got - np.asarray(src, dtype=float)).mean(axis=2)
+    # every quarter changed (no mask: nothing is kept as it was)
+    for part in (diff[:32, :32], diff[:32, 32:], diff[32:, :32], diff[32:, 32:]):
+        assert part.mean() > 5
+    assert out.usage.input_tokens_details.image_tokens == 1
+    # dall-e-2 still needs a mask or transparency
+    with pytest.raises(openai.BadRequestError):
+        oai.images.edit(model="dall-e-2", image=image_file(src), prompt="x", size="64x64")
+
+
+def test_models_list_in_openai_shape(oai):
+    page = oai.models.list()
+    assert [m.id for m in page.data] == ["tiny-sd"]
+    assert page.data[0].object == "model" and page.data[0].owned_by == "sdgate"
+
+
+def test_moderation_auto_blocks_flagged_images_low_skips(make_settings, engine, flag_everything):
+    with running(local_app(make_settings(), engine)) as url:
+        c = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
+        with pytest.raises(openai.BadRequestError) as e:
+            c.images.generate(model="gpt-image-1", prompt="a cat", size="64x64", quality="low")
+        assert e.value.code == "moderation_blocked"
+        out = c.images.generate(model="gpt-image-1", prompt="a cat", size="64x64",
+                                quality="low", moderation="low")
+        assert np.asarray(decoded(out.data[0])).any()  # not blacked out
+
+
+def test_streaming_partial_images_through_the_sdk_iterator(oai):
+    stream = oai.images.generate(model="gpt-image-1", prompt="a lighthouse", size="64x64",
+                                 stream=True, partial_images=2, extra_body={"seed": 3})
+    events = list(stream)
+    kinds = [e.type for e in events]
+    assert kinds == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    previews = [np.asarray(decoded(e).convert("RGB"), dtype=float) for e in events[:2]]
+    final = decoded(events[-1])
+    assert final.size == (64, 64) and all(p.shape == (64, 64, 3) for p in previews)
+    assert all(p.std() > 0 for p in previews) and not np.array_equal(previews[0], previews[1])
+    assert events[-1].usage.output_tokens == 1 and events[-1].size == "64x64"
+    # without partial images: the completed event only
+    only = list(oai.images.generate(model="gpt-image-1", prompt="a lighthouse", size="64x64",
+                                    quality="low", stream=True))
+    assert [e.type for e in only] == ["image_generation.completed"]
+    with pytest.raises(openai.BadRequestError):
+        oai.images.generate(model="gpt-image-1", prompt="x", size="64x64", partial_images=2)
