@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app.router.on_shutdown.append(app.state.jobs.stop)
 
     # Every API shape, one block. Each router renders its own errors.
+    from shared import observability
+    observability.install(app)  # /metrics, X-Request-ID
     app.include_router(form.router)  # seed 002: /txt2img, /img2img
     app.include_router(draw.router)  # seed 000: /v1/draw
     app.include_router(openai_images.router)  # OpenAI: /v1/images/generations, edits, variations
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
         app.include_router(a1111.router, prefix=prefix)
     for prefix in reactor.PREFIXES:  # ReActor extension: /reactor/* and /v1/reactor/*
         app.include_router(reactor.router, prefix=prefix)
+    app.include_router(a1111.controlnet_router)  # sd-webui-controlnet: /controlnet/* at the root
 
     storage = getattr(backend, "storage", None)
     if isinstance(storage, LocalStorage):

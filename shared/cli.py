@@ -90,6 +90,37 @@ def add_bench(sub) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
+def cmd_keys(args) -> None:
+    """`sdgate keys create|list|revoke` against SDGATE_DATABASE_URL (default: .sdgate/ SQLite)."""
+    from shared.accounts import store
+    from shared.config import Settings
+    url = args.database_url or Settings().database_url or store.default_url()
+    if args.action == "create":
+        secret, rec = store.create(url, args.name or "unnamed",
+                                   [x for x in (args.scopes or "").split(",") if x])
+        print(f"{rec.id}\t{secret}")  # the only time the secret is shown
+    elif args.action == "list":
+        for rec in store.list_keys(url):
+            print(f"{rec.id}\t{rec.name}\t{rec.status}\t{rec.scopes}")
+    elif args.action == "limit":
+        if not store.set_limit(url, args.id, args.rpm):
+            raise SystemExit(f"no key {args.id}")
+    elif args.action == "revoke":
+        if not store.revoke(url, args.id):
+            raise SystemExit(f"no key {args.id}")
+
+
+def add_keys(sub) -> None:
+    keys = sub.add_parser("keys", help="manage API keys in the key database")
+    keys.add_argument("action", choices=["create", "list", "revoke", "limit"])
+    keys.add_argument("id", nargs="?", help="key id (revoke)")
+    keys.add_argument("--name")
+    keys.add_argument("--scopes", help="comma-separated API shapes, or admin")
+    keys.add_argument("--rpm", type=int, help="requests per minute (limit; omit: unlimited)")
+    keys.add_argument("--database-url", help="env SDGATE_DATABASE_URL")
+    keys.set_defaults(func=cmd_keys)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sdgate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     tiny.set_defaults(func=cmd_tiny_model)
 
     add_bench(sub)
+    add_keys(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

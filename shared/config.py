@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     enhance_prompt_suffix: str = ("highly detailed, sharp focus, intricate details, "
                                   "professional lighting, best quality")
 
+    # Key database (shared.accounts): SQLAlchemy URL, e.g. sqlite:///.sdgate/sdgate.db or
+    # postgresql://...; empty means only SDGATE_API_KEYS is consulted.
+    database_url: str = ""
+
     def private_host_allowlist(self) -> set[str]:
         """`allowed_private_hosts` as a set of "ip:port" strings."""
         return {h.strip() for h in self.allowed_private_hosts.split(",") if h.strip()}

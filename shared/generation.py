@@ -79,6 +79,40 @@ class HiresFix(BaseModel):
     negative_prompt: str | None = None
 
 
+class ControlMode(str, enum.Enum):
+    """sd-webui-controlnet's control modes."""
+
+    balanced = "balanced"
+    prompt = "prompt"  # "My prompt is more important"
+    controlnet = "controlnet"  # "ControlNet is more important" (diffusers' guess_mode)
+
+
+class ControlNetUnit(BaseModel):
+    """One ControlNet: a model under <models_dir>/ControlNet and its control image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    image: bytes | None = None  # None: the init image (img2img / inpaint)
+    weight: float = Field(1.0, ge=0.0, le=2.0)  # controlnet_conditioning_scale
+    guidance_start: float = Field(0.0, ge=0.0, le=1.0)
+    guidance_end: float = Field(1.0, ge=0.0, le=1.0)
+    control_mode: ControlMode = ControlMode.balanced
+    resize_mode: int = Field(1, ge=0, le=2)  # 0 just resize, 1 crop and resize, 2 resize and fill
+    pixel_perfect: bool = False
+    processor_res: int = Field(512, ge=64, le=4096)
+    module: str = "none"  # preprocessor (shared.engine.preprocessors)
+    threshold_a: float | None = None  # None: the preprocessor's default
+    threshold_b: float | None = None
+    mask: bytes | None = None
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.guidance_start > self.guidance_end:
+            raise ValueError("guidance_start must not exceed guidance_end")
+        return self
+
+
 class GenerationRequest(BaseModel):
     """What to generate, in engine terms. Defaults live here and nowhere else."""
 
@@ -127,6 +161,7 @@ class GenerationRequest(BaseModel):
     output_quality: int | None = Field(None, ge=0, le=100)  # jpeg/webp quality; None: 90
     safety_checker_optional: bool = False  # no checker installed: skip it instead of refusing
     partial_images: int = Field(0, ge=0, le=3)  # streamed previews of intermediate latents
+    controlnets: list[ControlNetUnit] = Field(default_factory=list)  # shared.engine.controlnet
 
     @model_validator(mode="after")
     def _images_for_mode(self):

@@ -29,6 +29,16 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def controlnet_models(models_dir) -> Path:
+    """The tiny ControlNet under <models_dir>/ControlNet: `tiny-cn/` and `tiny-cn-file.safetensors`."""
+    from shared.engine.tiny import write_tiny_controlnet
+
+    if not (models_dir / "ControlNet" / "tiny-cn").is_dir():
+        write_tiny_controlnet(models_dir)
+    return models_dir / "ControlNet"
+
+
+@pytest.fixture(scope="session")
 def engine(models_dir):
     """One warm engine for the whole session (loading is what we avoid paying per test)."""
     from shared.engine import Engine

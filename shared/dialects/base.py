@@ -212,14 +212,23 @@ def check_key(request: Request, presented) -> None:
     record the caller's key id as `request.state.key_id` (the owner of its work)."""
     if presented is not None and not isinstance(presented, str):
         raise Unauthorized("Invalid API key: the key must be a string")
-    keys = request.app.state.settings.keys()
+    settings = request.app.state.settings
+    keys = settings.keys()
     request.state.key_id = key_id(presented) if presented else ANONYMOUS
-    if not keys:
+    if not keys and not settings.database_url:
         return
     if not presented:
         raise Unauthorized("Missing API key")
-    if not any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys):
-        raise Unauthorized("Invalid API key")
+    if any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys):
+        return
+    if settings.database_url:
+        from shared.accounts import store  # only servers with a key database pay for SQLAlchemy
+        rec = store.resolve(settings.database_url, presented)
+        if rec is not None:
+            from shared.accounts import ratelimit
+            ratelimit.hit(rec.id, rec.rpm)
+            return
+    raise Unauthorized("Invalid API key")
 
 
 def owner(request: Request) -> str:

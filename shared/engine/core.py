@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import secrets
@@ -91,6 +92,10 @@ class Engine:
             raise NotBatchable("only plain txt2img requests share a pipeline call")
         info = self.registry.resolve(req.model)
         spec = samplers.resolve(req.sampler, req.scheduler)  # bad names fail before loading
+        if req.controlnets:
+            from shared.engine import controlnet
+
+            controlnet.check(req, self.registry.root)
         hr_spec = self._hires_spec(req)
         texts = [prompts.extract_networks(r.prompt)[0] for r in reqs]
         networks = prompts.extract_networks(req.prompt)[1]  # the same in a batch (batch_key)
@@ -267,8 +272,18 @@ class Engine:
                 kwargs["image"] = hires.encode_resized(pipe, init, w, h)
             else:
                 kwargs["image"] = resize.fit(init, req.resize_mode, w, h).resize((w, h))
+        hooks = contextlib.nullcontext()
+        if req.controlnets:  # the same call through a ControlNet pipeline sharing the weights
+            from shared.engine import controlnet
+
+            prepared = controlnet.prepare(self, loaded, mode, req, w, h, len(seeds), plan)
+            if prepared is not None:
+                pipe, extra, hooks = prepared
+                pipe.scheduler = loaded.scheduler(spec)
+                kwargs.update(extra)
         task.begin_call(req.steps if mode is Mode.txt2img else int(req.steps * req.strength))
-        result = nancheck.checked_call(pipe, kwargs)
+        with hooks:
+            result = nancheck.checked_call(pipe, kwargs)
         task.end_call()
         out = result.images
         if req.hires is not None:

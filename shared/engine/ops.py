@@ -21,6 +21,7 @@ from shared.errors import NotFound
 
 # operation name -> the engine module whose import registers it
 MODULES: dict[str, str] = {
+    "controlnet_detect": "shared.engine.controlnet",
     "upscale": "shared.engine.upscalers",
     "face_swap": "shared.engine.faces.swap",
     "face_restore": "shared.engine.faces.restore",

@@ -124,3 +124,25 @@ def write_tiny_model(out: Path, seed: int = 0) -> Path:
     pipe.save_pretrained(out, safe_serialization=True)
     (out / "SDGATE_TINY").write_text("random weights: draws noise, for tests and local runs\n")
     return out
+
+
+def write_tiny_controlnet(models_dir: Path, name: str = "tiny-cn", seed: int = 1) -> Path:
+    """A ControlNet of the tiny model (ControlNetModel.from_unet) under <models_dir>/ControlNet:
+    `name/` with save_pretrained and `name-file.safetensors` as one file. Its zero convolutions
+    get random weights, or it would change nothing."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    models_dir = Path(models_dir)
+    unet = UNet2DConditionModel.from_pretrained(models_dir / TINY_NAME / "unet")
+    torch.manual_seed(seed)
+    net = ControlNetModel.from_unet(unet)
+    with torch.no_grad():
+        for p in [*net.controlnet_down_blocks.parameters(), *net.controlnet_mid_block.parameters()]:
+            p.normal_(0, 0.5)
+    out = models_dir / "ControlNet"
+    net.save_pretrained(out / name, safe_serialization=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+              str(out / f"{name}-file.safetensors"))
+    return out / name

@@ -88,10 +88,19 @@ async def _generate(request: Request, req, internal):
     return serving.render(req, internal, result, urls)
 
 
+def _controlnet_units(request: Request, req) -> list:
+    """sd-webui-controlnet units of alwayson_scripts (shared.dialects.a1111.controlnet)."""
+    from shared.dialects.a1111 import controlnet
+
+    return controlnet.units(req.alwayson_scripts, request.app.state.settings.max_image_pixels)
+
+
 @router.post("/txt2img", **body(Txt2ImgRequest))
 async def txt2img(request: Request):
     req = validate(Txt2ImgRequest, serving.apply_infotext(await read_fields(request)))
-    return await _generate(request, req, serving.to_internal(req, options(request)))
+    units = _controlnet_units(request, req)
+    return await _generate(request, req, serving.to_internal(req, options(request),
+                                                             controlnets=units))
 
 
 @router.post("/img2img", **body(Img2ImgRequest))
@@ -104,7 +113,8 @@ async def img2img(request: Request):
                           param="init_images")
     init = check_image(b64decode_strict(first, "init_images"), max_px, "init_images")
     mask = check_image(b64decode_strict(req.mask, "mask"), max_px, "mask") if req.mask else None
-    internal = serving.to_internal(req, options(request), init=init, mask=mask)
+    internal = serving.to_internal(req, options(request), init=init, mask=mask,
+                                   controlnets=_controlnet_units(request, req))
     return await _generate(request, req, internal)
 
 

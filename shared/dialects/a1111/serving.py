@@ -123,6 +123,8 @@ def _refuse_unsupported(req: ProcessingRequest) -> None:
         raise ValidationFailed(f"Script '{req.script_name}' not found", param="script_name",
                                fields=[FieldError("script_name", "not found")])
     for name in req.alwayson_scripts or {}:
+        if name.strip().lower() == "controlnet":  # shared.dialects.a1111.controlnet
+            continue
         raise ValidationFailed(f"always on script {name} not found", param="alwayson_scripts",
                                fields=[FieldError("alwayson_scripts", f"{name} not found")])
     if req.refiner_checkpoint and req.refiner_checkpoint.lower() not in ("none", ""):
@@ -178,7 +180,8 @@ def _hires(req: Txt2ImgRequest, w: int, h: int, model: str | None) -> HiresFix |
 
 
 def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = None,
-                mask: bytes | None = None, task_id: str | None = None) -> GenerationRequest:
+                mask: bytes | None = None, task_id: str | None = None,
+                controlnets: list | None = None) -> GenerationRequest:
     """The internal request for an A1111 txt2img or img2img request."""
     _refuse_unsupported(req)
     settings = _settings(req, options)
@@ -201,7 +204,7 @@ def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = N
         batch_size=req.batch_size, clip_skip=_int("override_settings.CLIP_stop_at_last_layers",
                                                   settings.get("CLIP_stop_at_last_layers") or 1),
         output_format=SAMPLES_FORMATS[fmt], tiling=bool(req.tiling), eta=req.eta,
-        task_id=task_id or req.force_task_id or uuid.uuid4().hex)
+        task_id=task_id or req.force_task_id or uuid.uuid4().hex, controlnets=controlnets or [])
     if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0:
         fields["seed_resize_from"] = (req.seed_resize_from_w, req.seed_resize_from_h)
     if isinstance(req, Txt2ImgRequest):

@@ -1,0 +1,1 @@
+"""API keys kept in a database (SQLAlchemy; SQLite by default, PostgreSQL by URL)."""

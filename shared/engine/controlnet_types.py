@@ -1,0 +1,55 @@
+"""Torch-free ControlNet pieces the dialects use: model listing / lookup and the detect op's types.
+
+Layout: <models_dir>/ControlNet/<name>/config.json (diffusers folder) or
+<models_dir>/ControlNet/<name>.safetensors|.pth|.bin|.ckpt (single file).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from shared.errors import InvalidRequest
+
+CONTROLNET_DIR = "ControlNet"
+SUFFIXES = (".safetensors", ".pth", ".bin", ".ckpt")
+
+
+def models(root: Path) -> dict[str, Path]:
+    """name -> path of every ControlNet model on disk, sorted by name."""
+    base = Path(root) / CONTROLNET_DIR
+    found = {}
+    if base.is_dir():
+        for p in base.iterdir():
+            if p.is_dir() and (p / "config.json").is_file():
+                found[p.name] = p
+            elif p.is_file() and p.suffix.lower() in SUFFIXES:
+                found[p.stem] = p
+    return dict(sorted(found.items()))
+
+
+def resolve_model(root: Path, name: str) -> Path:
+    """The path of a ControlNet by name ("name", "name [hash]" or "name.safetensors")."""
+    want = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", (name or "").strip())
+    found = models(root)
+    for key in (want, Path(want).stem):
+        if key in found:
+            return found[key]
+    raise InvalidRequest(f"ControlNet model {name!r} not found under {CONTROLNET_DIR}/; "
+                         f"choose one of {list(found)}", param="model")
+
+
+class DetectRequest(BaseModel):
+    """One preprocessor over some images (/controlnet/detect)."""
+
+    module: str
+    images: list[bytes] = Field(min_length=1)
+    processor_res: int = Field(512, ge=64, le=4096)
+    threshold_a: float | None = None
+    threshold_b: float | None = None
+
+
+class DetectResult(BaseModel):
+    images: list[bytes]  # PNG

@@ -1,0 +1,114 @@
+"""sd-webui-controlnet's API on the tiny model: alwayson_scripts units and the /controlnet routes."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+
+def b64(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def square(size=64) -> Image.Image:
+    img = Image.new("RGB", (size, size))
+    ImageDraw.Draw(img).rectangle((16, 16, 47, 47), fill="white")
+    return img
+
+
+BODY = {"prompt": "a house", "width": 64, "height": 64, "steps": 3, "seed": 5}
+
+
+def decode(r) -> np.ndarray:
+    assert r.status_code == 200, r.text
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0])))).astype(int)
+
+
+def with_units(*units, **extra):
+    return {**BODY, **extra, "alwayson_scripts": {"controlnet": {"args": list(units)}}}
+
+
+@pytest.fixture
+def cn_client(client, controlnet_models):
+    return client
+
+
+def test_txt2img_single_multi_and_weight_zero(cn_client):
+    c = cn_client
+    plain = decode(c.post("/sdapi/v1/txt2img", json=BODY))
+    unit = {"enabled": True, "module": "canny", "model": "tiny-cn [abcdef12]", "weight": 1.0,
+            "image": b64(square()), "resize_mode": "Crop and Resize", "processor_res": 64,
+            "threshold_a": 100, "threshold_b": 200, "guidance_start": 0.0, "guidance_end": 1.0,
+            "control_mode": "Balanced", "pixel_perfect": False}
+    one = decode(c.post("/sdapi/v1/txt2img", json=with_units(unit)))
+    assert np.abs(one - plain).mean() > 1
+    zero = decode(c.post("/sdapi/v1/txt2img", json=with_units({**unit, "weight": 0})))
+    assert (zero == plain).all()
+    off = decode(c.post("/sdapi/v1/txt2img", json=with_units({**unit, "enabled": False},
+                                                            {"model": "None"})))
+    assert (off == plain).all()
+    old_names = {"input_image": b64(square()), "model": "tiny-cn-file", "module": "invert",
+                 "guessmode": False, "guidance": 1.0, "lowvram": True, "resize_mode": 0,
+                 "control_mode": 1}
+    multi = decode(c.post("/sdapi/v1/txt2img", json=with_units(unit, old_names)))
+    assert (multi != one).any() and (multi != plain).any()
+
+
+def test_img2img_and_inpaint(cn_client):
+    c = cn_client
+    init = b64(Image.new("RGB", (64, 64), (200, 40, 40)))
+    body = {**BODY, "init_images": [init], "denoising_strength": 0.7}
+    plain = decode(c.post("/sdapi/v1/img2img", json=body))
+    unit = {"model": "tiny-cn", "module": "none"}  # no image: the init image is the control
+    ctl = decode(c.post("/sdapi/v1/img2img", json=with_units(unit, **body)))
+    assert (ctl != plain).any()
+    mask = Image.new("L", (64, 64))
+    ImageDraw.Draw(mask).rectangle((0, 0, 31, 63), fill=255)
+    out = decode(c.post("/sdapi/v1/img2img", json=with_units(
+        {**unit, "image": {"image": b64(square()), "mask": None}}, **body, mask=b64(mask), mask_blur=0)))
+    assert (out[:, 40:] == (200, 40, 40)).all() and (out[:, :24] != (200, 40, 40)).any()
+
+
+def test_routes(cn_client):
+    c = cn_client
+    assert c.get("/controlnet/version").json() == {"version": 2}
+    assert c.get("/controlnet/settings").json()["control_net_unit_count"] >= 2
+    assert c.get("/controlnet/model_list").json()["model_list"] == ["tiny-cn", "tiny-cn-file"]
+    modules = c.get("/controlnet/module_list").json()
+    assert {"none", "canny", "invert", "threshold", "tile_resample", "blur_gaussian",
+            "shuffle"} <= set(modules["module_list"])
+    r = c.post("/controlnet/detect", json={"controlnet_module": "canny",
+                                           "controlnet_input_images": [b64(square())],
+                                           "controlnet_processor_res": 64,
+                                           "controlnet_threshold_a": 100,
+                                           "controlnet_threshold_b": 200})
+    assert r.status_code == 200, r.text
+    edges = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("L"))
+    assert edges.shape[:2] == (64, 64) and edges.max() == 255 and edges[32, 32] == 0
+
+
+def test_errors_name_the_choices(cn_client):
+    c = cn_client
+    r = c.post("/sdapi/v1/txt2img", json=with_units({"model": "nope", "image": b64(square())}))
+    assert r.status_code == 400 and "tiny-cn" in r.json()["detail"]
+    r = c.post("/sdapi/v1/txt2img", json=with_units({"model": "tiny-cn", "module": "banana",
+                                                     "image": b64(square())}))
+    assert r.status_code == 400 and "canny" in r.json()["detail"]
+    r = c.post("/controlnet/detect", json={"controlnet_module": "depth_midas",
+                                           "controlnet_input_images": [b64(square())]})
+    assert r.status_code == 400 and "MiDaS" in r.json()["detail"]
+    r = c.post("/sdapi/v1/txt2img", json=with_units({"model": "tiny-cn", "weird": 1}))
+    assert r.status_code == 400 and "weird" in r.json()["detail"]
+    r = c.post("/sdapi/v1/txt2img", json=with_units({"model": "tiny-cn"}))  # txt2img: no image
+    assert r.status_code == 400
+    r = c.post("/sdapi/v1/txt2img", json=with_units({"model": "tiny-cn", "image": b64(square()),
+                                                     "control_mode": 7}))
+    assert r.status_code == 400 and "Balanced" in r.text or "balanced" in r.text
+    r = c.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {"adetailer": {"args": []}}})
+    assert r.status_code == 422 and "adetailer" in r.text
