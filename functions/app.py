@@ -41,6 +41,7 @@ GPU_PACKAGES = [
     "numpy==2.4.6",
     "onnx==1.23.2",  # inswapper's emap is read from the graph
     "onnxruntime-gpu==1.31.1",  # face models on the CUDA provider (CPU provider as fallback)
+    "opencv-python-headless==5.0.0.93",  # ControlNet preprocessors (canny, ...)
     "peft==0.21.2",
     "safetensors==0.8.0",
     "spandrel==0.4.2",  # upscalers and face restorers
