@@ -153,6 +153,8 @@ def for_device(pipe, opts: AccelOptions, device: str, done: list[str] = ()) -> l
     and moves to the GPU after the restore), so "auto" follows the device that runs them.
     """
     opts = opts.for_device(device)
+    if not hasattr(pipe, "unet"):  # SD3 / Flux transformers: see apply
+        return []
     if opts.channels_last and "channels_last" not in done:
         to_channels_last(pipe)
         return ["channels_last"]
@@ -162,6 +164,11 @@ def for_device(pipe, opts: AccelOptions, device: str, done: list[str] = ()) -> l
 def apply(pipe, opts: AccelOptions, device: str) -> list[str]:
     """Apply the options to a loaded pipeline (once); returns what was applied, in order."""
     opts = opts.for_device(device)
+    if not hasattr(pipe, "unet"):
+        # SD3 / Flux: these options are written for UNets (attention processors, DeepCache,
+        # channels-last convs, TAESD's SD latents); their transformers keep diffusers' own SDPA.
+        log.info("speed options: transformer model, UNet options not applied")
+        return [f"dtype={str(pipe.transformer.dtype).removeprefix('torch.')}", "transformer"]
     done = [f"dtype={str(pipe.unet.dtype).removeprefix('torch.')}"]
     if opts.tiny_vae:
         pipe.vae = tiny_vae(pipe, opts).to(device, pipe.unet.dtype)

@@ -11,7 +11,7 @@ import time
 from PIL import Image
 
 from shared import images as imgs
-from shared.engine import (embeddings, hires, loras, masking, nancheck, previews, prompts, resize,
+from shared.engine import (embeddings, families, hires, loras, masking, nancheck, previews, prompts, resize,
                            safety, samplers, tiling)
 from shared.engine.accel import AccelOptions
 from shared.engine.batching import NotBatchable, batchable
@@ -91,7 +91,8 @@ class Engine:
         if len(reqs) > 1 and not all(map(batchable, reqs)):
             raise NotBatchable("only plain txt2img requests share a pipeline call")
         info = self.registry.resolve(req.model)
-        spec = samplers.resolve(req.sampler, req.scheduler)  # bad names fail before loading
+        families.check(info.family, req)  # what the family cannot do fails before loading
+        spec = families.sampler_spec(info.family, req.sampler, req.scheduler)
         if req.controlnets:
             from shared.engine import controlnet
 
@@ -272,6 +273,8 @@ class Engine:
                 kwargs["image"] = hires.encode_resized(pipe, init, w, h)
             else:
                 kwargs["image"] = resize.fit(init, req.resize_mode, w, h).resize((w, h))
+                if families.FAMILIES[loaded.info.family].flow:  # Flux img2img defaults to 1024²
+                    kwargs.update(families.img2img_size(pipe, w, h))
         hooks = contextlib.nullcontext()
         if req.controlnets:  # the same call through a ControlNet pipeline sharing the weights
             from shared.engine import controlnet
@@ -325,13 +328,13 @@ class Engine:
         same whatever its batch position."""
         import torch
 
-        factor = getattr(pipe, "vae_scale_factor", 8)
-        shape = (1, pipe.unet.config.in_channels, h // factor, w // factor)
+        shape = families.noise_shape(pipe, w, h)
         noises, gens = zip(*(self._noise(s, sub, req.subseed_strength, shape,
                                          req.seed_resize_from)
                              for s, sub in zip(seeds, subseeds)))
+        latents = families.pack_noise(pipe, torch.cat(noises))
         return dict(width=w, height=h, generator=list(gens),
-                    latents=torch.cat(noises).to(self.device, self.dtype))
+                    latents=latents.to(self.device, self.dtype))
 
     def _hires(self, loaded: LoadedModel, spec, req: GenerationRequest, prompt: str, first,
                seeds: list[int], task):

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from shared.engine import accel as speed
-from shared.engine import samplers
+from shared.engine import families, samplers
 from shared.engine.accel import AccelOptions
 from shared.engine.registry import ModelInfo
 from shared.errors import GenerationFailed, Unsupported
@@ -47,6 +47,10 @@ class LoadedModel:
     def pipeline(self, mode: Mode):
         """The pipeline for a mode, derived once from the loaded one without copying weights."""
         if mode is Mode.txt2img:
+            if "txt2img" not in families.get(self.info.family).modes:
+                raise Unsupported(f"{self.info.name} is a {self.info.family} model: it refines "
+                                  "an image (img2img, inpaint, or as refiner_checkpoint) and "
+                                  "draws no picture from text alone", param="model")
             return self.pipe
         if mode not in self.derived:
             from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
@@ -81,14 +85,38 @@ class LoadedModel:
         return self.schedulers[spec]
 
 
-def load_pipeline(info: ModelInfo, device: str, dtype):
-    """Load a model folder with from_pretrained, or a single checkpoint with from_single_file."""
-    from diffusers import (AutoPipelineForText2Image, StableDiffusionPipeline,
-                           StableDiffusionXLPipeline)
+# Single-file checkpoints: the pipeline class of each family (folders name their own).
+SINGLE_FILE_CLASSES = {
+    "sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline",
+    "sd2-v": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
+    "sdxl-refiner": "StableDiffusionXLImg2ImgPipeline", "sd3": "StableDiffusion3Pipeline",
+    "flux-dev": "FluxPipeline", "flux-schnell": "FluxPipeline",
+}
 
+
+def family_dtype(family: str, device: str, dtype):
+    """bf16 for SD3 / Flux on GPUs that have it: their activations overflow fp16."""
+    import torch
+
+    if (dtype == torch.float16 and device == "cuda" and families.get(family).flow
+            and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return dtype
+
+
+def load_pipeline(info: ModelInfo, device: str, dtype):
+    """Load a model folder with from_pretrained, or a single checkpoint with from_single_file,
+    as the pipeline class of its detected family."""
+    import diffusers
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+
+    family = families.get(info.family)  # an unknown family is refused here, clearly
+    dtype = family_dtype(info.family, device, dtype)
     if info.single_file:
-        cls = StableDiffusionXLPipeline if "xl" in info.name.lower() else StableDiffusionPipeline
+        cls = getattr(diffusers, SINGLE_FILE_CLASSES[info.family])
         pipe = cls.from_single_file(str(info.path), dtype=dtype)
+    elif "txt2img" not in family.modes:  # the SDXL refiner: an img2img pipeline owns the weights
+        pipe = AutoPipelineForImage2Image.from_pretrained(str(info.path), dtype=dtype)
     else:
         pipe = AutoPipelineForText2Image.from_pretrained(str(info.path), dtype=dtype)
     pipe.set_progress_bar_config(disable=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from shared.engine import prompt_schedule
+from shared.engine import families, prompt_schedule
 from shared.errors import InvalidRequest, Unsupported
 
 CHUNK = 75  # tokens per chunk, BOS and EOS not counted
@@ -243,6 +243,52 @@ def _encode_sdxl(pipe, prompt: str, negative: str, clip_skip: int) -> dict:
             "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": neg_pooled}
 
 
+def plain_text(prompt: str, family) -> str:
+    """A prompt for a T5-based family: A1111 attention syntax refused (its weights act on CLIP
+    hidden states), escaped brackets kept as text."""
+    runs = parse_attention(prompt)
+    if any(w is None or w != 1.0 for _, w in runs):
+        raise Unsupported(f"prompt weighting ((word), [word], (word:1.2)) and BREAK are not "
+                          f"supported for {family.label} models, which read the prompt as plain "
+                          r"text; write brackets as \( \) to keep them", param="prompt")
+    return "".join(t for t, _ in runs)
+
+
+def _check_length(pipe, family, text: str) -> None:
+    """Refuse a prompt the pipeline would truncate (dropped words change the picture)."""
+    t5 = getattr(pipe, "tokenizer_3", None) if family.key == "sd3" else pipe.tokenizer_2
+    tok, limit = (t5, family.max_tokens) if t5 is not None else (pipe.tokenizer, CHUNK)
+    n = len(tok(text, add_special_tokens=False, verbose=False).input_ids)
+    if n > limit:
+        raise InvalidRequest(f"prompt is {n} tokens; {family.label} reads at most {limit}",
+                             param="prompt")
+
+
+def _encode_plain(pipe, family, prompt: str, negative: str, clip_skip: int) -> dict:
+    """SD3 / Flux: the pipeline's own encode_prompt on plain text (one image; encode repeats)."""
+    if clip_skip > 1:
+        raise Unsupported(f"clip skip is not supported for {family.label} models",
+                          param="clip_skip")
+    prompt, negative = plain_text(prompt, family), plain_text(negative, family)
+    for text in (prompt, negative):
+        _check_length(pipe, family, text)
+    device = pipe._execution_device
+    if family.key == "sd3":
+        pos, neg, pooled, neg_pooled = pipe.encode_prompt(
+            prompt=prompt, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=1,
+            do_classifier_free_guidance=True, negative_prompt=negative,
+            max_sequence_length=family.max_tokens)
+        return {"prompt_embeds": pos, "negative_prompt_embeds": neg,
+                "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": neg_pooled}
+    if negative:
+        raise Unsupported(f"a negative prompt is not supported for {family.label} models "
+                          "(true CFG is off)", param="negative_prompt")
+    pos, pooled, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, device=device,
+                                        num_images_per_prompt=1,
+                                        max_sequence_length=family.max_tokens)
+    return {"prompt_embeds": pos, "pooled_prompt_embeds": pooled}
+
+
 def encode(pipe, prompt: str, negative: str = "", clip_skip: int = 1, n: int = 1) -> dict:
     """Pipeline keyword arguments with the prompts' embeddings, repeated for `n` images.
 
@@ -250,8 +296,11 @@ def encode(pipe, prompt: str, negative: str = "", clip_skip: int = 1, n: int = 1
     """
     import torch
 
+    family = families.FAMILIES[families.of_pipe(pipe)]
     with torch.no_grad():
-        if getattr(pipe, "text_encoder_2", None) is not None:
+        if family.flow:
+            out = _encode_plain(pipe, family, prompt, negative, clip_skip)
+        elif getattr(pipe, "text_encoder_2", None) is not None:
             out = _encode_sdxl(pipe, prompt, negative, clip_skip)
         elif getattr(pipe, "text_encoder", None) is not None:
             out = _encode_sd(pipe, prompt, negative, clip_skip)
@@ -267,6 +316,10 @@ def encode_scheduled(pipe, prompt: str, negative: str, clip_skip: int, n: int, s
     ones padded with the empty prompt's chunk, as upstream pads conds)."""
     plan = prompt_schedule.merged(prompt_schedule.schedule(prompt, steps),
                                   prompt_schedule.schedule(negative, steps))
+    family = families.FAMILIES[families.of_pipe(pipe)]
+    if len(plan) > 1 and family.flow:
+        raise Unsupported(f"prompt editing / alternation ([a:b:when], [a|b]) is not supported "
+                          f"for {family.label} models", param="prompt")
     cache: dict[tuple[str, str], dict] = {}
     parts = []
     for end, pos, neg in plan:

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.engine import families
 from shared.errors import ModelNotFound
 
 LORA_DIR = "Lora"
@@ -30,6 +31,8 @@ class ModelInfo:
     path: Path
     single_file: bool
     hash: str  # A1111-style short hash (10 hex digits)
+    family: str = "sd1"  # shared.engine.families key, detected from the files
+    distilled: str = ""  # step-distilled per its own config: "lcm", "tcd", "trailing", "schnell"
 
     @property
     def title(self) -> str:
@@ -60,6 +63,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._models: dict[str, ModelInfo] | None = None
         self._hashes: dict[tuple, str] = {}  # (path, mtime, size) -> hash: rescans rehash nothing old
+        self._families: dict[tuple, families.Detected] = {}  # the same key -> detected family
 
     def _hash(self, path: Path) -> str:
         st = (path / "model_index.json" if path.is_dir() else path).stat()
@@ -68,15 +72,23 @@ class ModelRegistry:
             self._hashes[key] = _short_hash(path)
         return self._hashes[key]
 
+    def _info(self, name: str, path: Path, single_file: bool) -> ModelInfo:
+        st = (path / "model_index.json" if path.is_dir() else path).stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key not in self._families:
+            self._families[key] = families.detect(path)
+        found = self._families[key]
+        return ModelInfo(name, path, single_file, self._hash(path), found.family, found.distilled)
+
     def refresh(self) -> list[ModelInfo]:
         """Rescan the directory."""
         found: dict[str, ModelInfo] = {}
         if self.root.is_dir():
             for p in sorted(self.root.iterdir()):
                 if p.is_dir() and (p / "model_index.json").is_file():
-                    found[p.name] = ModelInfo(p.name, p, False, self._hash(p))
+                    found[p.name] = self._info(p.name, p, False)
                 elif p.is_file() and p.suffix in (".safetensors", ".ckpt"):
-                    found[p.stem] = ModelInfo(p.stem, p, True, self._hash(p))
+                    found[p.stem] = self._info(p.stem, p, True)
         with self._lock:
             self._models = found
         return list(found.values())
@@ -110,16 +122,23 @@ class ModelRegistry:
         raise ModelNotFound(f"Model not found: {name!r}; available: {names}", param="model")
 
     def native_size(self, info: ModelInfo) -> int:
-        """The model's native image side in pixels (512 for SD1.5, 1024 for SDXL)."""
+        """The model's native image side in pixels: a folder's own config (UNet or transformer
+        sample size x VAE factor), else its family's (512 SD1.5, 768 SD2-v, 1024 SDXL/SD3/Flux)."""
+        default = families.FAMILIES.get(info.family, families.FAMILIES["sd1"]).native
         if info.single_file:
-            return 1024 if "xl" in info.name.lower() else 512
+            return default
         try:
-            cfg = json.loads((info.path / "unet" / "config.json").read_text())
             vae = json.loads((info.path / "vae" / "config.json").read_text())
             factor = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
-            return int(cfg.get("sample_size", 64)) * factor
-        except (OSError, ValueError):
-            return 512
+            for part in ("unet", "transformer"):
+                cfg_path = info.path / part / "config.json"
+                if cfg_path.is_file():
+                    size = json.loads(cfg_path.read_text()).get("sample_size")
+                    # Flux's transformer has no sample size: the pipeline's default (128) holds
+                    return int(size) * factor if size else default
+            return default
+        except (OSError, ValueError, TypeError):
+            return default
 
     def extra_files(self, sub: str, suffixes=(".safetensors",)) -> dict[str, Path]:
         """Files in a sub-folder (LoRAs, embeddings) by stem."""
