@@ -124,13 +124,15 @@ def detect_folder(path: Path) -> Detected:
     elif family == "flux-dev":
         if not _json(path / "transformer" / "config.json").get("guidance_embeds", True):
             family = "flux-schnell"
-    return Detected(family, _distilled(family, sched), f"model_index {cls or 'missing'}")
+    # the loader builds the scheduler class model_index.json names (its config holds the rest)
+    loaded_as = (index.get("scheduler") or [None, None])[-1] or sched.get("_class_name", "")
+    return Detected(family, _distilled(family, loaded_as, sched),
+                    f"model_index {cls or 'missing'}")
 
 
-def _distilled(family: str, sched: dict) -> str:
+def _distilled(family: str, name: str, sched: dict) -> str:
     if family == "flux-schnell":
         return "schnell"
-    name = sched.get("_class_name", "")
     if name in DISTILLED_SCHEDULERS:
         return DISTILLED_SCHEDULERS[name]
     if not FAMILIES.get(family, FAMILIES["sd1"]).flow and sched.get("timestep_spacing") == \

@@ -118,7 +118,10 @@ def load_pipeline(info: ModelInfo, device: str, dtype):
     elif "txt2img" not in family.modes:  # the SDXL refiner: an img2img pipeline owns the weights
         pipe = AutoPipelineForImage2Image.from_pretrained(str(info.path), dtype=dtype)
     else:
-        pipe = AutoPipelineForText2Image.from_pretrained(str(info.path), dtype=dtype)
+        extra = {}
+        if info.family == "sd3" and not (info.path / "text_encoder_3").is_dir():
+            extra = dict(text_encoder_3=None, tokenizer_3=None)  # T5 is optional for SD3
+        pipe = AutoPipelineForText2Image.from_pretrained(str(info.path), dtype=dtype, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -167,24 +167,23 @@ def write_keys_checkpoint(kind: str, out: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    one = torch.zeros(1)
     unet = "model.diffusion_model."
     keys = {
-        "sd1": {f"{unet}output_blocks.11.0.skip_connection.weight": one,
+        "sd1": {f"{unet}output_blocks.11.0.skip_connection.weight": torch.zeros(1),
                 f"{unet}input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight":
                     torch.zeros(1, 768)},
-        "sd2": {f"{unet}output_blocks.11.0.skip_connection.weight": one,
+        "sd2": {f"{unet}output_blocks.11.0.skip_connection.weight": torch.zeros(1),
                 f"{unet}input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight":
                     torch.zeros(1, 1024)},
-        "sdxl": {"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": one},
+        "sdxl": {"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": torch.zeros(1)},
         "sdxl-refiner": {
-            "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias": one},
+            "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias": torch.zeros(1)},
         "sd3": {f"{unet}joint_blocks.0.context_block.adaLN_modulation.1.bias":
                     torch.zeros(9216), f"{unet}pos_embed": torch.zeros(1, 36864, 1)},
-        "flux-dev": {f"{unet}double_blocks.0.img_attn.norm.key_norm.scale": one,
-                     f"{unet}guidance_in.in_layer.bias": one,
+        "flux-dev": {f"{unet}double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(1),
+                     f"{unet}guidance_in.in_layer.bias": torch.zeros(1),
                      f"{unet}img_in.weight": torch.zeros(1, 64)},
-        "flux-schnell": {f"{unet}double_blocks.0.img_attn.norm.key_norm.scale": one},
+        "flux-schnell": {f"{unet}double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(1)},
     }[kind]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

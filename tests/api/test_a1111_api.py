@@ -59,7 +59,9 @@ def test_listings(client, prefix):
     models = client.get(f"{prefix}/sd-models").json()
     tiny = next(m for m in models if m["model_name"] == "tiny-sd")
     assert tiny["title"] == f"tiny-sd [{tiny['hash']}]"
-    assert set(tiny) == {"title", "model_name", "hash", "sha256", "filename", "config"}
+    assert set(tiny) == {"title", "model_name", "hash", "sha256", "filename", "config", "family",
+                         "distilled"}
+    assert tiny["family"] == "sd1" and tiny["distilled"] is None  # detected from its files
     names = [s["name"] for s in client.get(f"{prefix}/samplers").json()]
     assert {"Euler a", "Euler", "DPM++ 2M", "DPM++ 2M SDE", "DDIM"} <= set(names)
     scheds = {s["name"]: s["label"] for s in client.get(f"{prefix}/schedulers").json()}

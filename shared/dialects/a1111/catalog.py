@@ -35,8 +35,10 @@ def safetensors_header(path: Path) -> dict:
 
 
 def sd_models(registry) -> list[dict]:
+    # `family` (and `distilled`) are sdgate's, detected from the files (docs/families.md)
     return [{"title": m.title, "model_name": m.name, "hash": m.hash, "sha256": None,
-             "filename": str(m.path), "config": None} for m in registry.models()]
+             "filename": str(m.path), "config": None, "family": m.family,
+             "distilled": m.distilled or None} for m in registry.models()]
 
 
 def loras(registry) -> list[dict]:

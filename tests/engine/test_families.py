@@ -1,0 +1,332 @@
+"""Model families: detected from the files (folders and single-file keys, never the name), and
+tiny random-weight SDXL / SD3 / Flux models generating through the engine and two API shapes
+(A1111 and OpenAI), on the local and the Modal-wiring backends."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.engine import families
+from shared.engine.tiny_families import TINY_FAMILIES, write_keys_checkpoint, write_tiny_family
+
+# Names say nothing of the family: detection must come from the files.
+NAMES = {"sdxl": "model-a", "sdxl-refiner": "model-b", "sd3": "model-c", "flux-dev": "model-d",
+         "flux-schnell": "model-e", "sd2-v": "model-f", "lcm": "model-g", "turbo": "model-h"}
+GENERATING = ("sdxl", "sd3", "flux-dev", "flux-schnell")
+
+
+@pytest.fixture(scope="module")
+def family_dir(tmp_path_factory, models_dir):
+    """Every tiny family as a diffusers folder, plus SD1 variants told apart by their configs."""
+    root = tmp_path_factory.mktemp("families")
+    for kind in TINY_FAMILIES:
+        write_tiny_family(kind, root / NAMES[kind])
+    variants = {  # the tiny SD1 with another scheduler config
+        "sd2-v": {"prediction_type": "v_prediction"},
+        "lcm": {"_class_name": "LCMScheduler"},
+        "turbo": {"_class_name": "EulerAncestralDiscreteScheduler",
+                  "timestep_spacing": "trailing"},
+    }
+    for kind, change in variants.items():
+        out = shutil.copytree(models_dir / "tiny-sd", root / NAMES[kind])
+        cfg_path = out / "scheduler" / "scheduler_config.json"
+        cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), **change}))
+        if "_class_name" in change:  # the loader builds the class model_index.json names
+            index = json.loads((out / "model_index.json").read_text())
+            index["scheduler"] = ["diffusers", change["_class_name"]]
+            (out / "model_index.json").write_text(json.dumps(index))
+    return root
+
+
+@pytest.fixture(scope="module")
+def family_engine(family_dir):
+    from shared.engine import Engine
+    from shared.engine.registry import ModelRegistry
+
+    return Engine(ModelRegistry(family_dir, default=NAMES["sd3"]), max_loaded=2)
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+INIT = Image.new("RGB", (64, 64), (200, 40, 40))
+MASK = Image.new("L", (64, 64), 0)
+MASK.paste(255, (16, 16, 48, 48))
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    a = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)
+    assert np.isfinite(a).all() and a.std() > 1.0, "blank or constant image"
+    return a
+
+
+# -- detection -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind, family, distilled", [
+    ("sdxl", "sdxl", ""), ("sdxl-refiner", "sdxl-refiner", ""), ("sd3", "sd3", ""),
+    ("flux-dev", "flux-dev", ""), ("flux-schnell", "flux-schnell", "schnell"),
+    ("sd2-v", "sd2-v", ""), ("lcm", "sd1", "lcm"), ("turbo", "sd1", "trailing"),
+])
+def test_folders_are_detected_from_their_configs(family_dir, kind, family, distilled):
+    found = families.detect(family_dir / NAMES[kind])
+    assert (found.family, found.distilled) == (family, distilled)
+    assert found.source.startswith("model_index")
+
+
+def test_the_tiny_sd1_is_sd1(models_dir):
+    assert families.detect(models_dir / "tiny-sd").family == "sd1"
+
+
+@pytest.mark.parametrize("kind, family", [
+    ("sd1", "sd1"), ("sd2", "sd2"), ("sdxl", "sdxl"), ("sdxl-refiner", "sdxl-refiner"),
+    ("sd3", "sd3"), ("flux-dev", "flux-dev"), ("flux-schnell", "flux-schnell"),
+])
+def test_single_files_are_detected_by_diffusers_from_their_keys(tmp_path, kind, family):
+    path = write_keys_checkpoint(kind, tmp_path / "checkpoint.safetensors")
+    found = families.detect(path)
+    assert found.family == family
+    assert found.source.startswith("single-file")
+
+
+def test_detection_reads_no_weights(tmp_path, monkeypatch):
+    """Only the safetensors header is read: a checkpoint whose tensor bytes are cut off (as if
+    never read) is still detected."""
+    path = write_keys_checkpoint("sdxl", tmp_path / "x.safetensors")
+    data = path.read_bytes()
+    header = 8 + int.from_bytes(data[:8], "little")
+    path.write_bytes(data[:header])
+    assert families.detect(path).family == "sdxl"
+
+
+def test_unrecognised_files_are_listed_as_unknown_and_refused(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"something.else": torch.zeros(1)}, str(tmp_path / "odd.safetensors"))
+    assert families.detect(tmp_path / "odd.safetensors").family == families.UNKNOWN
+    with pytest.raises(families.Unsupported, match="not supported"):
+        families.get(families.UNKNOWN)
+
+
+def test_registry_gives_family_and_native_size(family_engine):
+    reg = family_engine.registry
+    info = {m.name: m for m in reg.models()}
+    assert info[NAMES["sd3"]].family == "sd3"
+    assert info[NAMES["flux-schnell"]].distilled == "schnell"
+    # folder configs: sample size x VAE factor; Flux's transformer has none: the family's 1024
+    assert reg.native_size(info[NAMES["sd3"]]) == 16 * 8
+    assert reg.native_size(info[NAMES["flux-dev"]]) == 1024
+
+
+# -- samplers ------------------------------------------------------------------------------------
+def test_flow_families_map_a1111_samplers_or_refuse():
+    from shared.errors import SamplerNotFound
+
+    assert families.sampler_spec("sd3", "Euler", None) is None  # the model's own, shift kept
+    assert families.sampler_spec("flux-dev", None, "automatic") is None
+    spec = families.sampler_spec("sd3", "Euler a", None)
+    assert spec.class_name == "FlowMatchEulerDiscreteScheduler"
+    assert dict(spec.options) == {"stochastic_sampling": True}
+    assert dict(families.sampler_spec("sd3", "Euler", "karras").options) == {
+        "use_karras_sigmas": True}
+    with pytest.raises(SamplerNotFound, match="flow-matching"):
+        families.sampler_spec("flux-dev", "DPM++ 2M", None)
+    with pytest.raises(SamplerNotFound, match="schedule type"):
+        families.sampler_spec("sd3", "Euler", "align_your_steps")
+    # CLIP families resolve as before
+    assert families.sampler_spec("sdxl", "DPM++ 2M", "karras").class_name == \
+        "DPMSolverMultistepScheduler"
+
+
+# -- the engine ----------------------------------------------------------------------------------
+def _request(kind: str, mode: str = "txt2img", **kw):
+    from shared.generation import GenerationRequest
+
+    extra = {"seed": 7, "prompt": "a red cat"}
+    if mode != "txt2img":
+        extra.update(init_image=_png(INIT), strength=0.6)
+    if mode == "inpaint":
+        extra["mask"] = _png(MASK)
+    return GenerationRequest(model=NAMES[kind], width=64, height=64,
+                             steps=2, mode=mode, **{**extra, **kw})
+
+
+@pytest.mark.parametrize("kind", GENERATING)
+@pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint"])
+def test_each_family_generates_each_mode(family_engine, kind, mode):
+    result = family_engine.generate(_request(kind, mode))
+    image = result.images[0]
+    assert (image.width, image.height) == (64, 64)
+    a = _pixels(image.data)
+    if mode == "inpaint":  # outside the mask the init picture is kept
+        outside = np.asarray(MASK) == 0
+        assert np.abs(a[outside] - np.array(INIT.getpixel((0, 0)))).mean() < 25
+
+
+def test_seeds_reproduce_and_differ(family_engine):
+    a = family_engine.generate(_request("flux-dev")).images[0].data
+    b = family_engine.generate(_request("flux-dev")).images[0].data
+    c = family_engine.generate(_request("flux-dev", seed=8)).images[0].data
+    assert _pixels(a).tolist() == _pixels(b).tolist()
+    assert np.abs(_pixels(a) - _pixels(c)).mean() > 1
+
+
+def test_subseed_variation_works_on_packed_flux_latents(family_engine):
+    plain = _pixels(family_engine.generate(_request("flux-schnell")).images[0].data)
+    varied = _pixels(family_engine.generate(
+        _request("flux-schnell", subseed=3, subseed_strength=0.5)).images[0].data)
+    assert np.abs(plain - varied).mean() > 0.5
+
+
+def test_sd2_v_prediction_and_distilled_sd1_generate(family_engine):
+    for kind in ("sd2-v", "lcm", "turbo"):
+        loaded = family_engine.warm(NAMES[kind])
+        _pixels(family_engine.generate(_request(kind, sampler=None)).images[0].data)
+    assert family_engine.warm(NAMES["sd2-v"]).pipe.scheduler.config.prediction_type == \
+        "v_prediction"
+    assert type(loaded.pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    assert loaded.pipe.scheduler.config.timestep_spacing == "trailing"
+
+
+def test_the_refiner_refines_but_draws_nothing_from_text(family_engine):
+    from shared.errors import Unsupported
+
+    _pixels(family_engine.generate(_request("sdxl-refiner", "img2img")).images[0].data)
+    with pytest.raises(Unsupported, match="txt2img"):
+        family_engine.generate(_request("sdxl-refiner"))
+
+
+@pytest.mark.parametrize("kind, change, match", [
+    ("sd3", {"prompt": "a (red:1.3) cat"}, "prompt weighting"),
+    ("flux-dev", {"prompt": "a cat BREAK a dog"}, "prompt weighting"),
+    ("sd3", {"prompt": "a [red:blue:1] cat"}, "prompt editing"),
+    ("sd3", {"clip_skip": 2}, "clip skip"),
+    ("flux-dev", {"negative_prompt": "blurry"}, "negative prompt"),
+    ("sd3", {"eta": 0.5}, "eta"),
+    ("flux-schnell", {"tiling": True}, "tiling"),
+    ("sd3", {"sampler": "DPM++ 2M"}, "flow-matching"),
+    ("sd3", {"prompt": "word " * 300}, "at most 256"),
+])
+def test_what_a_family_cannot_do_is_refused_clearly(family_engine, kind, change, match):
+    from shared.errors import SdgateError, status_of
+
+    with pytest.raises(SdgateError, match=match) as e:
+        family_engine.generate(_request(kind, **change))
+    assert 400 <= status_of(e.value) < 500
+
+
+def test_t5_families_keep_escaped_brackets_as_text():
+    assert families.FAMILIES["sd3"].prompt_weights is False
+    from shared.engine.prompts import plain_text
+
+    assert plain_text(r"a \(red\) cat", families.FAMILIES["sd3"]) == "a (red) cat"
+
+
+def test_sd3_without_t5_generates(tmp_path):
+    """T5 is optional for SD3: a folder saved without text_encoder_3 loads and draws."""
+    from shared.engine import Engine
+    from shared.engine.registry import ModelRegistry
+    from shared.engine.tiny_families import build_sd3
+
+    build_sd3(t5=False).save_pretrained(tmp_path / "no-t5", safe_serialization=True)
+    eng = Engine(ModelRegistry(tmp_path), max_loaded=1)
+    assert eng.registry.resolve("no-t5").family == "sd3"
+    req = _request("sd3").model_copy(update={"model": "no-t5"})
+    _pixels(eng.generate(req).images[0].data)
+
+
+# -- two API shapes, both backends ---------------------------------------------------------------
+@pytest.fixture(params=["local", "remote"])
+def family_client(request, family_dir, family_engine, make_settings, monkeypatch):
+    """A TestClient on the family models, as the make_app fixture builds its apps."""
+    from fastapi.testclient import TestClient
+
+    from shared.app import create_app
+    from shared.backend import LocalBackend
+    from shared.storage import make_storage
+    from tests.conftest import gpu_class_backend
+
+    settings = make_settings(models_dir=family_dir, default_model=NAMES["sd3"])
+    if request.param == "remote":
+        app = create_app(settings, gpu_class_backend(settings, monkeypatch))
+    else:
+        app = create_app(settings, LocalBackend(family_engine, make_storage(settings)))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_a1111_lists_families(family_client):
+    models = {m["model_name"]: m for m in family_client.get("/sdapi/v1/sd-models").json()}
+    for kind in ("sdxl", "sd3", "flux-dev", "flux-schnell", "sdxl-refiner", "sd2-v"):
+        assert models[NAMES[kind]]["family"] == kind
+    assert models[NAMES["lcm"]]["distilled"] == "lcm"
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux-dev"])
+def test_a1111_txt2img_img2img_inpaint(family_client, kind):
+    base = {"prompt": "a red cat", "width": 64, "height": 64, "steps": 2, "seed": 3,
+            "override_settings": {"sd_model_checkpoint": NAMES[kind]}}
+    r = family_client.post("/sdapi/v1/txt2img", json=base)
+    assert r.status_code == 200, r.text
+    _pixels(base64.b64decode(r.json()["images"][0]))
+    assert json.loads(r.json()["info"])["sd_model_name"] == NAMES[kind]
+    init = base64.b64encode(_png(INIT)).decode()
+    r = family_client.post("/sdapi/v1/img2img", json={**base, "init_images": [init],
+                                                      "denoising_strength": 0.6})
+    assert r.status_code == 200, r.text
+    _pixels(base64.b64decode(r.json()["images"][0]))
+    r = family_client.post("/sdapi/v1/img2img", json={
+        **base, "init_images": [init], "denoising_strength": 0.8,
+        "mask": base64.b64encode(_png(MASK)).decode()})
+    assert r.status_code == 200, r.text
+    out = _pixels(base64.b64decode(r.json()["images"][0]))
+    assert np.abs(out[np.asarray(MASK) == 0] - np.array((200, 40, 40))).mean() < 25
+
+
+def test_a1111_refuses_in_its_own_error_shape(family_client):
+    r = family_client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a (red:1.4) cat", "width": 64, "height": 64, "steps": 2,
+        "override_settings": {"sd_model_checkpoint": NAMES["flux-dev"]}})
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert set(body) == {"error", "detail", "body", "errors"}
+    assert "prompt weighting" in body["detail"]
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux-schnell", "sdxl"])
+def test_openai_generations_and_edits(family_client, kind):
+    r = family_client.post("/v1/images/generations", json={
+        "model": NAMES[kind], "prompt": "a red cat", "size": "64x64",
+        "response_format": "b64_json"})
+    assert r.status_code == 200, r.text
+    _pixels(base64.b64decode(r.json()["data"][0]["b64_json"]))
+    r = family_client.post("/v1/images/edits", data={
+        "model": NAMES[kind], "prompt": "a red cat", "size": "64x64",
+        "response_format": "b64_json"}, files={
+        "image": ("i.png", _png(INIT), "image/png"),
+        "mask": ("m.png", _png(_alpha_mask()), "image/png")})
+    assert r.status_code == 200, r.text
+    _pixels(base64.b64decode(r.json()["data"][0]["b64_json"]))
+
+
+def _alpha_mask() -> Image.Image:
+    """OpenAI's mask: transparent where to edit."""
+    m = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    m.paste((0, 0, 0, 0), (16, 16, 48, 48))
+    return m
+
+
+def test_openai_refusal_in_its_own_shape(family_client):
+    r = family_client.post("/v1/images/generations", json={
+        "model": NAMES["flux-dev"], "prompt": "a ((red)) cat", "size": "64x64"})
+    assert r.status_code == 400, r.text
+    assert "prompt weighting" in r.json()["error"]["message"]
