@@ -11,8 +11,8 @@ import time
 from PIL import Image
 
 from shared import images as imgs
-from shared.engine import (embeddings, families, hires, loras, masking, nancheck, previews, prompts, resize,
-                           safety, samplers, tiling)
+from shared.engine import (embeddings, families, hires, loras, masking, nancheck, previews,
+                           prompts, resize, safety, samplers, tiling)
 from shared.engine.accel import AccelOptions
 from shared.engine.batching import NotBatchable, batchable
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device

@@ -144,7 +144,8 @@ def build_flux(dev: bool = True, seed: int = 0):
 
 BUILDERS = {
     "sdxl": lambda: build_sdxl(False), "sdxl-refiner": lambda: build_sdxl(True),
-    "sd3": build_sd3, "flux-dev": lambda: build_flux(True), "flux-schnell": lambda: build_flux(False),
+    "sd3": build_sd3, "flux-dev": lambda: build_flux(True),
+    "flux-schnell": lambda: build_flux(False),
 }
 
 
@@ -175,9 +176,10 @@ def write_keys_checkpoint(kind: str, out: Path) -> Path:
         "sd2": {f"{unet}output_blocks.11.0.skip_connection.weight": torch.zeros(1),
                 f"{unet}input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight":
                     torch.zeros(1, 1024)},
-        "sdxl": {"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": torch.zeros(1)},
-        "sdxl-refiner": {
-            "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias": torch.zeros(1)},
+        "sdxl": {"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias":
+                 torch.zeros(1)},
+        "sdxl-refiner": {"conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias":
+                         torch.zeros(1)},
         "sd3": {f"{unet}joint_blocks.0.context_block.adaLN_modulation.1.bias":
                     torch.zeros(9216), f"{unet}pos_embed": torch.zeros(1, 36864, 1)},
         "flux-dev": {f"{unet}double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(1),

@@ -97,7 +97,7 @@ def test_single_files_are_detected_by_diffusers_from_their_keys(tmp_path, kind, 
     assert found.source.startswith("single-file")
 
 
-def test_detection_reads_no_weights(tmp_path, monkeypatch):
+def test_detection_reads_no_weights(tmp_path):
     """Only the safetensors header is read: a checkpoint whose tensor bytes are cut off (as if
     never read) is still detected."""
     path = write_keys_checkpoint("sdxl", tmp_path / "x.safetensors")
