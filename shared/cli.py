@@ -121,6 +121,24 @@ def add_keys(sub) -> None:
     keys.set_defaults(func=cmd_keys)
 
 
+def cmd_db(args) -> None:
+    """`sdgate db upgrade|current`: the key/usage database schema, through Alembic."""
+    from shared.accounts import store
+    from shared.config import Settings
+    url = args.database_url or Settings().database_url or store.default_url()
+    if args.action == "upgrade":
+        store.migrate(store.make_engine(url), args.revision)
+    print(store.revision_of(url))
+
+
+def add_db(sub) -> None:
+    db = sub.add_parser("db", help="migrate the key and usage database (Alembic)")
+    db.add_argument("action", choices=["upgrade", "current"])
+    db.add_argument("--revision", default="head", help="target revision (upgrade)")
+    db.add_argument("--database-url", help="env SDGATE_DATABASE_URL")
+    db.set_defaults(func=cmd_db)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sdgate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
 
     add_bench(sub)
     add_keys(sub)
+    add_db(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import pathlib
 import secrets
 from functools import lru_cache
 
@@ -41,16 +42,60 @@ def default_url() -> str:
     return "sqlite:///.sdgate/sdgate.db"
 
 
-@lru_cache(maxsize=8)
-def engine_for(url: str):
+def make_engine(url: str):
+    """A SQLAlchemy engine for an SDGATE_DATABASE_URL (postgresql:// means psycopg 3)."""
     if url.startswith("sqlite:///"):
-        import pathlib
         pathlib.Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    eng = create_engine(url)
-    Base.metadata.create_all(eng)
+    return create_engine(url)
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str):
+    """The process's engine for `url`, its schema migrated to the latest revision on first use."""
+    eng = make_engine(url)
+    migrate(eng)
     return eng
+
+
+def alembic_config():
+    """Alembic's config for the migrations shipped inside this package (no alembic.ini)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(pathlib.Path(__file__).with_name("migrations")))
+    return cfg
+
+
+def migrate(eng, revision: str = "head") -> None:
+    """Bring the database schema to `revision` with Alembic. A database made by the first
+    release (tables from create_all, no alembic_version) is stamped as 0001 first."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    cfg = alembic_config()
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        tables = set(inspect(conn).get_table_names())
+        if "api_keys" in tables and "alembic_version" not in tables:
+            command.stamp(cfg, "0001")
+        command.upgrade(cfg, revision)
+
+
+def alembic_head() -> str:
+    """The newest revision the shipped migrations define."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def revision_of(url: str) -> str | None:
+    """The schema revision a database is at (None: not migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with make_engine(url).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
 
 
 def create(url: str, name: str, scopes: list[str] | None = None) -> tuple[str, ApiKey]:
