@@ -65,6 +65,9 @@ class Settings(BaseSettings):
 
     # Jobs (the ModelsLab shape's processing / fetch flow)
     jobs_db: Path = Path(".sdgate/jobs.sqlite3")  # local job store; survives restarts
+    # Cross-process state (shared/state.py): progress, flags, options, spam filter, claims.
+    # A SQLite file both tiers open (":memory:" keeps it in this process only).
+    state_db: Path = Path(".sdgate/state.sqlite3")
     sync_wait_seconds: float = Field(20.0, ge=0)  # answer "processing" after this long
     job_timeout_seconds: float = Field(600.0, gt=0)  # a job still processing then has failed
     spam_window_seconds: float = Field(30.0, ge=0)  # same key + same body within it: refused
