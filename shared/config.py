@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     enhance_prompt_suffix: str = ("highly detailed, sharp focus, intricate details, "
                                   "professional lighting, best quality")
 
+    # ModelsLab's text2img `upscale: "yes"` (2x): this model upscaler, by file stem or A1111 name,
+    # from <models_dir>/RealESRGAN (or ESRGAN, ...); refused clearly while it is not installed.
+    modelslab_upscaler: str = "realesr-general-x4v3"
+
     # Key database (shared.accounts): SQLAlchemy URL, e.g. sqlite:///.sdgate/sdgate.db or
     # postgresql://...; empty means only SDGATE_API_KEYS is consulted.
     database_url: str = ""

@@ -79,6 +79,15 @@ class HiresFix(BaseModel):
     negative_prompt: str | None = None
 
 
+class PostUpscale(BaseModel):
+    """Every generated image upscaled by a model upscaler before encoding (ModelsLab `upscale`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upscaler: str = Field(min_length=1)  # a model file's stem or its A1111 name (postprocess.py)
+    scale: float = Field(2.0, ge=1.0, le=8.0)
+
+
 class ControlMode(str, enum.Enum):
     """sd-webui-controlnet's control modes."""
 
@@ -162,6 +171,7 @@ class GenerationRequest(BaseModel):
     safety_checker_optional: bool = False  # no checker installed: skip it instead of refusing
     partial_images: int = Field(0, ge=0, le=3)  # streamed previews of intermediate latents
     controlnets: list[ControlNetUnit] = Field(default_factory=list)  # shared.engine.controlnet
+    upscale: PostUpscale | None = None  # after generation (and hires), before encoding
 
     @model_validator(mode="after")
     def _images_for_mode(self):

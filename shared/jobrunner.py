@@ -251,10 +251,19 @@ class JobRunner:
             self._fail(job_id, f"internal error: {type(e).__name__}")
             return
         self.avg_seconds = 0.7 * self.avg_seconds + 0.3 * (time.monotonic() - t0)
+        self._succeed(job_id, result, keep_bytes)
+
+    def _succeed(self, job_id: str, result: GenerationResult, keep_bytes: bool) -> Job | None:
         images = [base64.b64encode(i.data).decode() for i in result.images if i.data] \
             if keep_bytes else []
         dumped = result.model_dump(mode="json", exclude={"images": {"__all__": {"data"}}})
-        self._finish(job_id, status=JobStatus.success, result=dumped, images_base64=images)
+        return self._finish(job_id, status=JobStatus.success, result=dumped, images_base64=images)
+
+    def record(self, job: Job, result: GenerationResult) -> Job:
+        """Work done outside the runner (a synchronous operation, its images already stored)
+        as a finished job: fetchable by id like any other, and its webhook sent."""
+        self.store.put(job.model_copy(update={"status": JobStatus.processing}))
+        return self._succeed(job.id, result, job.keep_bytes) or self.store.get(job.id)
 
     def _fail(self, job_id: str, reason: str) -> Job | None:
         return self._finish(job_id, status=JobStatus.failed, error=reason)

@@ -86,8 +86,29 @@ def find(models_dir: Path, name: str, param: str = "upscaler_1") -> UpscalerFile
     for u in files:  # upstream's download name ("SwinIR 4x" is saved as SwinIR_4x.pth)
         if u.name.lower() == key.replace(" ", "_"):
             return u
+    for u in files:  # the file's own stem: ModelsLab's model_id ("realesr-general-x4v3")
+        if u.path.stem.lower() == key:
+            return u
     raise InvalidRequest(f"upscaler {name!r} not found; installed: "
                          f"{', '.join(choices(models_dir))}", param=param)
+
+
+def model_ids(models_dir: Path) -> list[str]:
+    """The installed model upscalers by file stem (ModelsLab's super resolution model_id)."""
+    return [u.path.stem for u in installed(models_dir)]
+
+
+def find_model(models_dir: Path, model_id: str, param: str = "model_id") -> UpscalerFile:
+    """An installed model upscaler by file stem or A1111 name (no built-in resizes); else a 4xx."""
+    try:
+        found = find(models_dir, model_id, param)
+    except InvalidRequest:
+        found = None
+    if not isinstance(found, UpscalerFile):
+        ids = ", ".join(model_ids(models_dir)) or "none (add model files under RealESRGAN/)"
+        raise InvalidRequest(f"upscaler model {model_id!r} is not installed; installed: {ids}",
+                             param=param)
+    return found
 
 
 class UpscaleRequest(BaseModel):

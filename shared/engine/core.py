@@ -98,6 +98,7 @@ class Engine:
 
             controlnet.check(req, self.registry.root)
         hr_spec = self._hires_spec(req)
+        post = self._post_upscaler(req)
         texts = [prompts.extract_networks(r.prompt)[0] for r in reqs]
         networks = prompts.extract_networks(req.prompt)[1]  # the same in a batch (batch_key)
         lora_files = loras.resolve(self.registry, req.loras + loras.refs_from_tags(networks))
@@ -135,6 +136,10 @@ class Engine:
                 size = self._out_size(req, img)
                 if img.size != size:
                     img = img.resize(size, Image.LANCZOS)
+                if post is not None:
+                    from shared.engine import upscalers
+
+                    img = upscalers.upscale_by(self, img, post, req.upscale.scale)
                 text = self._infotext(req, info, label, own_seeds[i], own_subseeds[i])
                 fmt = req.output_format.value
                 data = imgs.encode(img, fmt, {"parameters": text} if fmt == "png" else None,
@@ -170,6 +175,14 @@ class Engine:
         hires.upscaler(req.hires.upscaler, self.registry.root)
         return samplers.resolve(req.hires.sampler or req.sampler,
                                 req.hires.scheduler or req.scheduler)
+
+    def _post_upscaler(self, req: GenerationRequest):
+        """The model upscaler of `req.upscale` (checked before any work), or None."""
+        if req.upscale is None:
+            return None
+        from shared.engine import upscalers
+
+        return upscalers.post_upscaler(self, req)
 
     @staticmethod
     def _out_size(req: GenerationRequest, img: Image.Image) -> tuple[int, int]:

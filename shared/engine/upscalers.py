@@ -17,7 +17,7 @@ from PIL import Image
 from shared import images as imgs
 from shared.engine import ops, spandrel_models
 from shared.errors import InvalidRequest
-from shared.postprocess import UpscaleRequest, UpscaleResult, UpscalerFile, find
+from shared.postprocess import UpscaleRequest, UpscaleResult, UpscalerFile, find, find_model
 
 _FILTERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
 
@@ -92,6 +92,20 @@ def upscale_to(engine, img: Image.Image, name: str, w: int, h: int) -> Image.Ima
     if scale <= 1.0:
         return img
     return upscale_by(engine, img, up, math.ceil(scale * 8) / 8)
+
+
+def post_upscaler(engine, req) -> UpscalerFile | None:
+    """A GenerationRequest's `upscale` model, checked before generating: installed, and the
+    upscaled images within the pixel limit."""
+    if req.upscale is None:
+        return None
+    up = find_model(engine.registry.root, req.upscale.upscaler, "upscale")
+    w, h = (req.hires.width, req.hires.height) if req.hires else (req.width, req.height)
+    out_w, out_h = int(w * req.upscale.scale) // 8 * 8, int(h * req.upscale.scale) // 8 * 8
+    if out_w * out_h > engine.max_image_pixels:
+        raise InvalidRequest(f"upscaled size {out_w}x{out_h} is over the limit of "
+                             f"{engine.max_image_pixels} pixels", param="upscale")
+    return up
 
 
 def _device(engine) -> str:

@@ -8,17 +8,21 @@ runner finishes it in the background and calls the `webhook`, if any.
 from __future__ import annotations
 
 import secrets
+import time
 
 import anyio
 from fastapi import APIRouter, Request
 
-from shared.backend import planned_urls
+from shared import postprocess
+from shared.backend import planned_urls, store_result
 from shared.dialects.base import (admit, body, backend, check_key, dialect_route, header_key, owner,
                                   read_fields)
 from shared.dialects.modelslab.protocol import (FetchRequest, Img2ImgRequest, InpaintRequest,
                                                 Text2ImgRequest, parse, refuse)
 from shared.dialects.modelslab.render import DIALECT, job_body, render_error
 from shared.dialects.modelslab.spam import SpamFilter
+from shared.dialects.modelslab.superres import (SuperResolutionRequest, as_result,
+                                                check_text2img_upscaler)
 from shared.errors import (FieldError, JobNotFound, ModelNotFound, NotFound, Unavailable,
                            ValidationFailed)
 from shared.generation import GenerationRequest
@@ -118,6 +122,9 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
     refuse(req.refusals())
     be = backend(request)
     be.native_size(req.model_id)  # an unknown model_id fails now, not in the background
+    upscaler = settings.modelslab_upscaler if req.upscale else None
+    if upscaler:  # upscale "yes" with no upscaler installed: refused now, not after generating
+        check_text2img_upscaler(be.registry.root, upscaler)
     guard = Guard.from_settings(settings)
     if req.webhook:
         await check_url(req.webhook, guard, "webhook")
@@ -129,7 +136,7 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
         images["mask"] = await _image(req.mask_image, "mask_image", guard,
                                       settings.max_image_pixels)
     internal = await admit(request, req.to_internal(req.model_id, settings.enhance_prompt_suffix,
-                                                    **images))
+                                                    upscaler, **images))
     runner = request.app.state.jobs
     if runner.queue() >= settings.max_queue:
         raise Unavailable("the server is busy; retry later", retry_after=settings.busy_retry_seconds)
@@ -143,6 +150,50 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
                        "fetch_result": _fetch_url(request, version, job_id)})
     runner.submit(job, internal)
     return job_body(await runner.wait(job_id, settings.sync_wait_seconds))
+
+
+async def _super_resolution(request: Request, version: str) -> dict:
+    """The `upscale` operation (and GFPGAN for face_enhance) over one image, answered at once
+    as a finished job."""
+    settings = request.app.state.settings
+    data = await _authorised(request)
+    _spam(request).check(data)
+    req = parse(SuperResolutionRequest, data)
+    field, value = req.image_ref()
+    be = backend(request)
+    postprocess.find_model(be.registry.root, req.model_id)  # refused before any download
+    if req.face_enhance and not settings.faces:
+        raise Unavailable("face_enhance needs the face features, turned off on this server "
+                          "(SDGATE_FACES)", param="face_enhance")
+    req.check_face_enhance(be.registry.root)
+    guard = Guard.from_settings(settings)
+    if req.webhook:
+        await check_url(req.webhook, guard, "webhook")
+    image = await _image(value, field, guard, settings.max_image_pixels)
+    t0 = time.perf_counter()
+    with request.app.state.admission:
+        out = (await be.op("upscale", req.to_upscale(image))).images[0]
+        restore = req.face_restore(out)
+        if restore is not None:
+            out = (await be.op("face_restore", restore)).image
+    result = as_result(out, req.model_id, time.perf_counter() - t0)
+    runner = request.app.state.jobs
+    job_id = _new_id(runner.store)
+    storage = getattr(be, "storage", None) or make_storage(settings)
+    result = await anyio.to_thread.run_sync(store_result, storage, result, job_id, req.base64)
+    job = Job(id=job_id, dialect=DIALECT, keep_bytes=req.base64, owner=owner(request),
+              webhook=req.webhook, track_id=None if req.track_id is None else str(req.track_id),
+              request={"version": version, "meta": req.meta(field, value, job_id),
+                       "fetch_result": _fetch_url(request, version, job_id)})
+    return job_body(runner.record(job, result))
+
+
+def _super_resolver(version: str):
+    async def endpoint(request: Request):
+        return await _super_resolution(request, version)
+    endpoint.__name__ = f"{version}_super_resolution"
+    endpoint.body_model = SuperResolutionRequest
+    return endpoint
 
 
 async def _fetch(request: Request, job_id: str | None) -> dict:
@@ -208,6 +259,7 @@ ROUTES = [
     ("/api/v3/fetch", fetch_by_body),
     ("/api/v3/fetch/{job_id}", fetch_by_path),
     ("/api/v3/system_load", system_load),
+    ("/api/v3/super_resolution", _super_resolver("v3")),
     # the old v3 dreambooth aliases: v4's bodies (model_id required) under v3 paths
     ("/api/v3/dreambooth", _generator(Text2ImgRequest, "v4")),
     ("/api/v3/dreambooth/img2img", _generator(Img2ImgRequest, "v4")),
@@ -232,6 +284,7 @@ ROUTES = [
     ("/api/v6/images/model_list", model_list),
     ("/api/v6/dreambooth/model_list", model_list),
     ("/api/v6/images/system_load", system_load),
+    ("/api/v6/image_editing/super_resolution", _super_resolver("v6")),
 ]
 for _path, _endpoint in ROUTES:
     _model = getattr(_endpoint, "body_model", None)

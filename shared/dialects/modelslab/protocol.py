@@ -17,10 +17,11 @@ from pydantic_core import PydanticUseDefault
 from shared.engine import samplers
 from shared.errors import FieldError, SamplerNotFound, Unsupported, ValidationFailed
 from shared.generation import (SEED_BOUND, GenerationRequest, LoraRef, Mode, NsfwAction,
-                                Variant)
+                               PostUpscale, Variant)
 
 MAX_SIDE = 1024
 MAX_SAMPLES = 4
+UPSCALE_FACTOR = 2  # text2img `upscale: yes` doubles each side (upstream's docs)
 MAX_STEPS = 51  # the v3 docs say 1-50; the v4 docs list 21, 31, 41 and 51
 
 # diffusers schedulers that take `use_karras_sigmas` (tests check this against diffusers)
@@ -102,9 +103,6 @@ class Text2ImgRequest(BaseModel):
             out.append(FieldError("multi_lingual", "Translating prompts needs a translation "
                                   "model, which sdgate does not ship; send prompts in English "
                                   "with multi_lingual \"no\"."))
-        if self.upscale:
-            out.append(FieldError("upscale", "Upscaling needs an upscaler model, which this "
-                                  "server does not have; send upscale \"no\"."))
         if self.tomesd:
             out.append(FieldError("tomesd", "Token merging (tomesd) does not support this "
                                   "server's diffusers version; send tomesd \"no\"."))
@@ -162,8 +160,10 @@ class Text2ImgRequest(BaseModel):
             return f"{self.prompt}, {enhance_suffix}"
         return self.prompt
 
-    def to_internal(self, model: str | None, enhance_suffix: str, **images) -> GenerationRequest:
-        """The engine request; a null seed becomes a fixed random one now, so re-runs agree."""
+    def to_internal(self, model: str | None, enhance_suffix: str, upscaler: str | None = None,
+                    **images) -> GenerationRequest:
+        """The engine request; a null seed becomes a fixed random one now, so re-runs agree.
+        `upscale: yes` is upstream's 2x (512 px asked, 1024 px returned) with `upscaler`."""
         sampler, schedule = self.sampler()
         variant = (Variant.panorama if self.panorama else
                    Variant.self_attention if self.self_attention else None)
@@ -177,6 +177,8 @@ class Text2ImgRequest(BaseModel):
                 clip_skip=self.clip_skip, safety_checker=self.safety_checker,
                 safety_checker_type=self.safety_checker_type, variant=variant,
                 loras=self.loras(),
+                upscale=PostUpscale(upscaler=upscaler, scale=UPSCALE_FACTOR)
+                if self.upscale else None,
                 strength=getattr(self, "strength", 0.75), **images)
         except ValidationError as e:
             raise ValidationFailed("invalid request", fields=laravel_errors(e)) from e
