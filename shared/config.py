@@ -87,6 +87,7 @@ class Settings(BaseSettings):
 
     # Faces (docs/faces.md): face swap / restoration routes; off answers 503 on every one
     faces: bool = True
+    faces_safety_checker: bool = False  # screen every face swap's source and target images
 
     # ModelsLab's enhance_prompt: these terms are appended to the prompt
     enhance_prompt_suffix: str = ("highly detailed, sharp focus, intricate details, "

@@ -49,6 +49,11 @@ class FaceSwapRequest(BaseModel):
     det_maxnum: int = Field(0, ge=0)
     restore: Restore | None = None
     restore_first: bool = True
+    # ReActor as an A1111 alwayson script, on a generated image: a target without the asked
+    # face comes back unchanged (ReActor logs and skips) instead of /reactor/image's 4xx, and
+    # the result keeps the target's format and infotext.
+    on_generated: bool = False
+    safety_checker: bool = False  # refuse when the safety checker flags the source or target
 
 
 class FaceRestoreRequest(BaseModel):

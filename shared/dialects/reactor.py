@@ -51,6 +51,7 @@ class ReactorImageRequest(BaseModel):
     upscale_force: int = 0
     det_thresh: float = Field(0.5, ge=0, le=1)
     det_maxnum: int = Field(0, ge=0)
+    safety_checker: bool = False  # sdgate: refuse when the source or target image is flagged
 
 
 def _enabled(request: Request) -> None:
@@ -79,8 +80,18 @@ def _refuse(req: ReactorImageRequest) -> None:
                           "in the response", param="save_to_file")
 
 
-def to_internal(req: ReactorImageRequest, max_pixels: int) -> FaceSwapRequest:
-    """The engine's face swap request for a ReActor request."""
+def restore_of(req: ReactorImageRequest) -> Restore | None:
+    """ReActor's face restorer after the swap (None: "None" or visibility 0)."""
+    if req.face_restorer in ("None", "") or req.restorer_visibility <= 0:
+        return None
+    return Restore(model=req.face_restorer, visibility=req.restorer_visibility,
+                   codeformer_weight=req.codeformer_weight)
+
+
+def to_internal(req: ReactorImageRequest, max_pixels: int, safety: bool = False) \
+        -> FaceSwapRequest:
+    """The engine's face swap request for a ReActor request (`safety`: the server screens
+    every swap's images, SDGATE_FACES_SAFETY_CHECKER)."""
     _refuse(req)
     target = check_image(b64decode_strict(req.target_image, "target_image"), max_pixels,
                          "target_image")
@@ -92,22 +103,19 @@ def to_internal(req: ReactorImageRequest, max_pixels: int) -> FaceSwapRequest:
     else:
         source = check_image(b64decode_strict(req.source_image, "source_image"), max_pixels,
                              "source_image")
-    restore = None
-    if req.face_restorer not in ("None", "") and req.restorer_visibility > 0:
-        restore = Restore(model=req.face_restorer, visibility=req.restorer_visibility,
-                          codeformer_weight=req.codeformer_weight)
     return FaceSwapRequest(
         target_image=target, source_image=source, face_model=face_model,
         source_faces_index=req.source_faces_index, face_index=req.face_index, model=req.model,
         gender_source=req.gender_source, gender_target=req.gender_target,
-        det_thresh=req.det_thresh, det_maxnum=req.det_maxnum, restore=restore,
-        restore_first=bool(req.restore_first))
+        det_thresh=req.det_thresh, det_maxnum=req.det_maxnum, restore=restore_of(req),
+        restore_first=bool(req.restore_first), safety_checker=safety or req.safety_checker)
 
 
 @router.post("/reactor/image")
 async def reactor_image(request: Request):
     req = validate(ReactorImageRequest, await read_fields(request))
-    internal = to_internal(req, request.app.state.settings.max_image_pixels)
+    settings = request.app.state.settings
+    internal = to_internal(req, settings.max_image_pixels, settings.faces_safety_checker)
     result = await backend(request).op("face_swap", internal)
     return {"image": base64.b64encode(result.image).decode("ascii")}
 

@@ -161,3 +161,56 @@ def test_restoration_changes_faces_and_visibility_zero_changes_nothing(engine):
     with pytest.raises(ModelNotFound):
         ops.run(engine, "face_restore", FaceRestoreRequest(
             image=png(image), restore=Restore(model="CodeFormer")))
+
+
+def write_checker(folder, flag_all: bool):
+    """The tiny safety checker saved where the engine's shared checker looks for it."""
+    from shared.engine.tiny import build_safety_checker
+
+    checker, processor = build_safety_checker()
+    if flag_all:  # thresholds below any similarity: every image flagged
+        checker.concept_embeds_weights.data.fill_(-2.0)
+    checker.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+@pytest.mark.parametrize("flag_all", [False, True])
+def test_safety_screening_of_swap_inputs(engine, flag_all):
+    from shared.engine import safety
+    from shared.errors import ModerationBlocked
+
+    write_checker(engine.registry.root / "safety_checker", flag_all)
+    engine.shared_checker = safety.SharedChecker(engine.registry.root)
+    req = FaceSwapRequest(source_image=png(noise(2)), target_image=png(noise(1)),
+                          safety_checker=True)
+    if flag_all:
+        with pytest.raises(ModerationBlocked, match="source_image"):
+            ops.run(engine, "face_swap", req)
+    else:
+        assert ops.run(engine, "face_swap", req).faces == 1
+
+
+def test_safety_screening_without_a_checker_is_refused(engine):
+    from shared.errors import Unsupported
+
+    req = FaceSwapRequest(source_image=png(noise(2)), target_image=png(noise(1)),
+                          safety_checker=True)
+    with pytest.raises(Unsupported, match="safety checker"):
+        ops.run(engine, "face_swap", req)
+
+
+def test_on_generated_skips_missing_faces_and_keeps_the_infotext(engine):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a face\nSteps: 2")
+    buf = io.BytesIO()
+    Image.fromarray(noise(1)).save(buf, format="PNG", pnginfo=info)
+    target = buf.getvalue()
+    missing = ops.run(engine, "face_swap", FaceSwapRequest(
+        source_image=png(noise(2)), target_image=target, face_index=[5], on_generated=True))
+    assert missing.faces == 0 and missing.image == target
+    got = ops.run(engine, "face_swap", FaceSwapRequest(
+        source_image=png(noise(2)), target_image=target, face_index=[1, 5], on_generated=True))
+    assert got.faces == 1
+    assert Image.open(io.BytesIO(got.image)).info["parameters"] == "a face\nSteps: 2"

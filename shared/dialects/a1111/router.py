@@ -14,6 +14,7 @@ import threading
 from fastapi import APIRouter, Depends, Request
 
 from shared.dialects.a1111 import catalog, extras, faces, serving
+from shared.dialects.a1111 import scripts as always_on
 from shared.dialects.a1111.protocol import Img2ImgRequest, PNGInfoRequest, Txt2ImgRequest
 from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key, owner,
                                   read_fields, validate)
@@ -71,10 +72,15 @@ def _current_model(request: Request):
 
 
 # -- generation ----------------------------------------------------------------------------------
-async def _generate(request: Request, req, internal):
+def _urls(request: Request, req) -> bool:
+    return (req.response_format or request.headers.get(URL_HEADER, "")).lower() == "url"
+
+
+async def _generate(request: Request, req, internal, face_scripts=None):
     if internal.model:
         registry(request).resolve(internal.model)  # unknown checkpoint: 404 before any work
-    urls = (req.response_format or request.headers.get(URL_HEADER, "")).lower() == "url"
+    urls = _urls(request, req)
+    face_scripts = face_scripts or always_on.face_scripts(request, req, urls, img2img=False)
     restore = faces.restore_of(req, {**options(request), **(req.override_settings or {})})
     if restore:  # off, URL responses, unknown or missing restorer: refused before any work
         faces.check(request, urls)
@@ -82,6 +88,8 @@ async def _generate(request: Request, req, internal):
     result = await generate(request, internal, keep_bytes=not urls, allow_interrupted=True)
     if restore:
         result = await faces.restore_images(request, result, restore, urls)
+    if face_scripts.active:
+        result = await always_on.after(request, face_scripts, result)
     if not req.override_settings_restore_afterwards and req.override_settings:
         kept = {k: v for k, v in req.override_settings.items() if k in serving.OPTION_DEFAULTS}
         options(request).update(kept)
@@ -113,9 +121,13 @@ async def img2img(request: Request):
                           param="init_images")
     init = check_image(b64decode_strict(first, "init_images"), max_px, "init_images")
     mask = check_image(b64decode_strict(req.mask, "mask"), max_px, "mask") if req.mask else None
+    face_scripts = always_on.face_scripts(request, req, _urls(request, req), img2img=True)
     internal = serving.to_internal(req, options(request), init=init, mask=mask,
                                    controlnets=_controlnet_units(request, req))
-    return await _generate(request, req, internal)
+    if face_scripts.swap_in_source:  # after every refusal to_internal makes
+        init = await always_on.swap_source(request, face_scripts, init)
+        internal = internal.model_copy(update={"init_image": init})
+    return await _generate(request, req, internal, face_scripts)
 
 
 # -- extras (upscaling) -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from shared import __version__
+from shared.dialects.a1111.scripts import is_known as is_known_script
 from shared.dialects.a1111.protocol import (SDGATE_FIELDS, Img2ImgRequest, ProcessingRequest,
                                             Txt2ImgRequest)
 from shared.engine import samplers
@@ -123,7 +124,7 @@ def _refuse_unsupported(req: ProcessingRequest) -> None:
         raise ValidationFailed(f"Script '{req.script_name}' not found", param="script_name",
                                fields=[FieldError("script_name", "not found")])
     for name in req.alwayson_scripts or {}:
-        if name.strip().lower() == "controlnet":  # shared.dialects.a1111.controlnet
+        if is_known_script(name):  # shared.dialects.a1111.scripts
             continue
         raise ValidationFailed(f"always on script {name} not found", param="alwayson_scripts",
                                fields=[FieldError("alwayson_scripts", f"{name} not found")])

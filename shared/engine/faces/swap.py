@@ -12,7 +12,8 @@ from shared.engine import ops
 from shared.engine.faces.analysis import FaceAnalyser, norm_crop_matrix, session, warp
 from shared.engine.faces.paste import paste_back
 from shared.engine.faces.restore import restore_faces
-from shared.errors import InvalidRequest, ModelNotFound, ValidationFailed
+from shared.errors import (InvalidRequest, ModelNotFound, ModerationBlocked, Unsupported,
+                           ValidationFailed)
 from shared.faces import FACE_MODELS, SWAPPERS, FaceImageResult, FaceSwapRequest, restorer_file
 from shared.images import encode, open_image
 
@@ -83,6 +84,30 @@ def _pick(faces, index: int, gender: int, field: str, image_field: str):
     return face
 
 
+def screen(engine, images: dict[str, Image.Image]) -> None:
+    """Refuse the swap when the safety checker (shared/engine/safety.py, the models folder's
+    shared one) flags any of `images` (field name -> image); no checker installed: refused."""
+    from shared.engine import safety
+
+    shared = getattr(engine, "shared_checker", None) or safety.SharedChecker(engine.registry.root)
+    checker = shared.get()
+    if checker is None:
+        raise Unsupported(f"face swap safety screening is on, but no safety checker is installed "
+                          f"({shared.path})", param="safety_checker")
+    flags = checker.flags(list(images.values()), str(engine.device))
+    for field, flagged in zip(images, flags):
+        if flagged:
+            raise ModerationBlocked(f"{field} was flagged by the safety checker; face swap "
+                                    "refused", param=field)
+
+
+def reencode(src: Image.Image, out: Image.Image) -> bytes:
+    """`out` encoded like the image it came from: its format, and a PNG's `parameters` text."""
+    fmt = {"JPEG": "jpeg", "WEBP": "webp"}.get(src.format or "", "png")
+    text = {k: v for k, v in src.info.items() if k == "parameters" and isinstance(v, str)}
+    return encode(out, fmt, text if fmt == "png" and text else None)
+
+
 def swapper_path(root: Path, model: str) -> Path:
     path = root / SWAPPERS / model
     if "/" in model or "\\" in model or not model.endswith(".onnx") or not path.is_file():
@@ -104,7 +129,14 @@ def face_swap(engine, req: FaceSwapRequest) -> FaceImageResult:
         raise ValidationFailed("source_faces_index: give one index, or one per face_index entry",
                                param="source_faces_index")
     analyser = FaceAnalyser(root, device)
-    target = open_image(req.target_image, engine.max_image_pixels, "target_image").convert("RGB")
+    original = open_image(req.target_image, engine.max_image_pixels, "target_image")
+    target = original.convert("RGB")
+    source = None
+    if not req.face_model and req.source_image is not None:
+        source = open_image(req.source_image, engine.max_image_pixels, "source_image")
+    if req.safety_checker:
+        screen(engine, {"source_image": source, "target_image": target} if source else
+               {"target_image": target})
     targets = analyser.faces(target, thresh=req.det_thresh, max_num=req.det_maxnum,
                              genders=bool(req.gender_target))
     if req.face_model:
@@ -114,7 +146,6 @@ def face_swap(engine, req: FaceSwapRequest) -> FaceImageResult:
         if req.source_image is None:
             raise ValidationFailed("source_image is required (or select_source=1 with a "
                                    "face_model)", param="source_image")
-        source = open_image(req.source_image, engine.max_image_pixels, "source_image")
         embeddings = analyser.faces(source.convert("RGB"), thresh=req.det_thresh,
                                     max_num=req.det_maxnum, embeddings=True,
                                     genders=bool(req.gender_source))
@@ -130,6 +161,8 @@ def face_swap(engine, req: FaceSwapRequest) -> FaceImageResult:
             if src is None:
                 continue  # ReActor: a source face of the wrong gender swaps nothing
             src_emb = src.embedding
+        if req.on_generated and not 0 <= t_idx < len(targets):
+            continue  # ReActor on generated images: "no face" / "index out of bounds" skips
         face = _pick(targets, t_idx, req.gender_target, "face_index", "target_image")
         if face is None:
             continue
@@ -137,4 +170,7 @@ def face_swap(engine, req: FaceSwapRequest) -> FaceImageResult:
         swapped.append(face)
     if req.restore:
         result = restore_faces(result, swapped, req.restore, root, device)
-    return FaceImageResult(image=encode(result), faces=len(swapped))
+    if not swapped and req.on_generated:
+        return FaceImageResult(image=req.target_image, faces=0)  # untouched, byte for byte
+    data = reencode(original, result) if req.on_generated else encode(result)
+    return FaceImageResult(image=data, faces=len(swapped))
