@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -172,6 +173,18 @@ class GenerationRequest(BaseModel):
     partial_images: int = Field(0, ge=0, le=3)  # streamed previews of intermediate latents
     controlnets: list[ControlNetUnit] = Field(default_factory=list)  # shared.engine.controlnet
     upscale: PostUpscale | None = None  # after generation (and hires), before encoding
+    # -- model defaults (issue 16) --
+    # steps / guidance / sampler the client left unset: the values above are the API shape's
+    # defaults, which a step-distilled (or flow-matching) model replaces with its card's
+    # (shared.engine.families.apply_defaults). Fields not passed at all are added here.
+    defaulted: list[Literal["steps", "guidance", "sampler"]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _record_defaulted(self):
+        for name in ("steps", "guidance", "sampler"):
+            if name not in self.model_fields_set and name not in self.defaulted:
+                self.defaulted.append(name)
+        return self
 
     @model_validator(mode="after")
     def _images_for_mode(self):
@@ -231,3 +244,8 @@ class GenerationResult(BaseModel):
     model_hash: str = ""
     interrupted: bool = False  # stopped early by an interrupt (images are partly denoised)
     job_id: str = ""
+    # what the engine ran with (the model's defaults where the client left them unset)
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None  # the sampler's label as in the infotext
+    model_defaults: list[str] = Field(default_factory=list)  # fields the model's defaults set

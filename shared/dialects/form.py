@@ -39,7 +39,10 @@ class Txt2ImgRequest(BaseModel):
             mode=mode, model=self.model, prompt=self.prompt,
             negative_prompt=self.negative_prompt, width=self.width, height=self.height,
             steps=self.num_inference_steps, guidance=self.guidance_scale,
-            seed=-1 if self.seed is None else self.seed, num_images=self.num_outputs, **extra)
+            seed=-1 if self.seed is None else self.seed, num_images=self.num_outputs,
+            defaulted=[mine for theirs, mine in (("num_inference_steps", "steps"),
+                                                 ("guidance_scale", "guidance"))
+                       if theirs not in self.model_fields_set] + ["sampler"], **extra)
 
 
 class Img2ImgRequest(Txt2ImgRequest):

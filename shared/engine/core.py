@@ -91,6 +91,10 @@ class Engine:
         if len(reqs) > 1 and not all(map(batchable, reqs)):
             raise NotBatchable("only plain txt2img requests share a pipeline call")
         info = self.registry.resolve(req.model)
+        # a distilled / flow model's own steps, guidance and scheduler where the client sent none
+        reqs, applied = zip(*(families.apply_defaults(r, info.family, info.distilled)
+                              for r in reqs))
+        reqs, req = list(reqs), reqs[0]
         families.check(info.family, req)  # what the family cannot do fails before loading
         spec = families.sampler_spec(info.family, req.sampler, req.scheduler)
         if req.controlnets:
@@ -129,7 +133,8 @@ class Engine:
             task.finish()
         label = spec.label if spec else type(loaded.pipe.scheduler).__name__
         results, k = [], 0
-        for req, (own_seeds, own_subseeds), own_task in zip(reqs, per_request, tasks):
+        for req, (own_seeds, own_subseeds), own_task, own_defaults in zip(
+                reqs, per_request, tasks, applied):
             t2 = time.perf_counter()
             out = []
             for i, img in enumerate(pil[k:k + len(own_seeds)]):
@@ -153,7 +158,9 @@ class Engine:
             results.append(GenerationResult(images=out, model=info.name, seed=own_seeds[0],
                                             subseed=own_subseeds[0], timings=own,
                                             model_hash=info.hash,
-                                            interrupted=own_task.interrupted))
+                                            interrupted=own_task.interrupted,
+                                            steps=req.steps, guidance=req.guidance,
+                                            sampler=label, model_defaults=own_defaults))
         return results
 
     # -- internals ----------------------------------------------------------------------------

@@ -137,8 +137,53 @@ def _distilled(family: str, name: str, sched: dict) -> str:
         return DISTILLED_SCHEDULERS[name]
     if not FAMILIES.get(family, FAMILIES["sd1"]).flow and sched.get("timestep_spacing") == \
             "trailing":
-        return "trailing"
+        # SD-Turbo / SDXL-Turbo ship Euler a with trailing spacing; Lightning / Hyper-SD folders
+        # are assembled with Euler (or DDIM) trailing
+        return "turbo" if name == "EulerAncestralDiscreteScheduler" else "trailing"
     return ""
+
+
+# -- defaults a model's card gives -------------------------------------------------------------
+# (steps, guidance) of step-distilled models, from their model cards: LCM(-LoRA) 4 steps with
+# guidance 1 (off; LCM guidance is distilled), TCD 4 / 0, SD-Turbo and SDXL-Turbo 1 / 0,
+# SDXL-Lightning and Hyper-SD (their 4-step checkpoints) 4 / 0, FLUX.1 schnell 4 / 0.
+DISTILLED_DEFAULTS = {"lcm": (4, 1.0), "tcd": (4, 0.0), "turbo": (1, 0.0),
+                      "trailing": (4, 0.0), "schnell": (4, 0.0)}
+DEFAULTABLE = ("steps", "guidance", "sampler")  # GenerationRequest fields a model may default
+
+
+def model_defaults(family: str, distilled: str = "") -> dict | None:
+    """What a model runs with when the client leaves steps / guidance / sampler unset: its
+    card's values for step-distilled models (and its own scheduler), the family's for
+    flow-matching families (SD3, Flux: the API shapes' defaults are SD 1.x's); None: the API
+    shape's own defaults stay (SD 1.x/2.x, SDXL: upstream parity)."""
+    fam = FAMILIES.get(family)
+    if distilled in DISTILLED_DEFAULTS:
+        steps, guidance = DISTILLED_DEFAULTS[distilled]
+    elif fam is not None and fam.flow:
+        steps, guidance = fam.steps, fam.guidance
+    else:
+        return None
+    return {"steps": steps, "guidance": guidance, "sampler": None}  # None: the model's own
+
+
+def apply_defaults(req, family: str, distilled: str = ""):
+    """(the request with the model's defaults in the fields its client left unset
+    (`req.defaulted`), the names of those fields); img2img keeps at least one denoising step
+    (steps x strength >= 1). The infotext says which values came from the model."""
+    import math
+
+    defaults = model_defaults(family, distilled)
+    update = {k: v for k, v in (defaults or {}).items() if k in req.defaulted}
+    if not update:
+        return req, []
+    if "steps" in update and req.mode.value != "txt2img" and req.strength > 0:
+        update["steps"] = max(update["steps"], math.ceil(1 / req.strength - 1e-9))
+    label = distilled or family
+    names = {"steps": "steps", "guidance": "CFG scale", "sampler": "sampler"}
+    extra = {**req.extra_params,
+             "Model defaults": f"{label}: " + ", ".join(names[k] for k in update)}
+    return req.model_copy(update={**update, "extra_params": extra}), list(update)
 
 
 class _Shape:

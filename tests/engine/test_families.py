@@ -74,7 +74,7 @@ def _pixels(data: bytes) -> np.ndarray:
 @pytest.mark.parametrize("kind, family, distilled", [
     ("sdxl", "sdxl", ""), ("sdxl-refiner", "sdxl-refiner", ""), ("sd3", "sd3", ""),
     ("flux-dev", "flux-dev", ""), ("flux-schnell", "flux-schnell", "schnell"),
-    ("sd2-v", "sd2-v", ""), ("lcm", "sd1", "lcm"), ("turbo", "sd1", "trailing"),
+    ("sd2-v", "sd2-v", ""), ("lcm", "sd1", "lcm"), ("turbo", "sd1", "turbo"),
 ])
 def test_folders_are_detected_from_their_configs(family_dir, kind, family, distilled):
     found = families.detect(family_dir / NAMES[kind])

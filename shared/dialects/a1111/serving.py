@@ -205,7 +205,8 @@ def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = N
         batch_size=req.batch_size, clip_skip=_int("override_settings.CLIP_stop_at_last_layers",
                                                   settings.get("CLIP_stop_at_last_layers") or 1),
         output_format=SAMPLES_FORMATS[fmt], tiling=bool(req.tiling), eta=req.eta,
-        task_id=task_id or req.force_task_id or uuid.uuid4().hex, controlnets=controlnets or [])
+        task_id=task_id or req.force_task_id or uuid.uuid4().hex, controlnets=controlnets or [],
+        defaulted=_defaulted(req))
     if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0:
         fields["seed_resize_from"] = (req.seed_resize_from_w, req.seed_resize_from_h)
     if isinstance(req, Txt2ImgRequest):
@@ -232,6 +233,17 @@ def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = N
         raise from_pydantic(e) from e
 
 
+def _defaulted(req: ProcessingRequest) -> list[str]:
+    """The fields the client left unset: a distilled / flow model's own values replace
+    upstream's defaults there (shared.engine.families.model_defaults)."""
+    sent = req.model_fields_set
+    out = [] if "steps" in sent else ["steps"]
+    out += [] if "cfg_scale" in sent else ["guidance"]
+    if not req.sampler_name and "sampler_index" not in sent:
+        out.append("sampler")
+    return out
+
+
 # -- responses -----------------------------------------------------------------------------------
 def parameters(req: ProcessingRequest) -> dict:
     """The request echoed with defaults filled, as upstream's `parameters` (init images and mask
@@ -251,19 +263,28 @@ def _extra_generation_params(infotext: str) -> dict:
         if infotext else {}
 
 
+def ran_with(result: GenerationResult) -> dict:
+    """Upstream's names of the values the model's own defaults set (steps, cfg, sampler)."""
+    values = {"steps": ("steps", result.steps), "guidance": ("cfg_scale", result.guidance),
+              "sampler": ("sampler_name", result.sampler)}
+    return dict(values[k] for k in result.model_defaults if values[k][1] is not None)
+
+
 def info(req: ProcessingRequest, internal: GenerationRequest, result: GenerationResult) -> str:
     """Upstream's `info`: a JSON string describing the whole job."""
     imgs = result.images
     n = len(imgs)
     first = imgs[0].infotext if imgs else ""
+    ran = ran_with(result)
     obj = {
         "prompt": req.prompt, "all_prompts": [req.prompt] * n,
         "negative_prompt": req.negative_prompt, "all_negative_prompts": [req.negative_prompt] * n,
         "seed": result.seed, "all_seeds": [i.seed for i in imgs],
         "subseed": result.subseed, "all_subseeds": [i.subseed for i in imgs],
         "subseed_strength": req.subseed_strength, "width": internal.width,
-        "height": internal.height, "sampler_name": internal.sampler, "cfg_scale": req.cfg_scale,
-        "steps": req.steps, "batch_size": req.batch_size, "restore_faces": bool(req.restore_faces),
+        "height": internal.height, "sampler_name": ran.get("sampler_name", internal.sampler),
+        "cfg_scale": ran.get("cfg_scale", req.cfg_scale), "steps": ran.get("steps", req.steps),
+        "batch_size": req.batch_size, "restore_faces": bool(req.restore_faces),
         "face_restoration_model": None, "sd_model_name": result.model,
         "sd_model_hash": result.model_hash, "sd_vae_name": None, "sd_vae_hash": None,
         "seed_resize_from_w": req.seed_resize_from_w, "seed_resize_from_h": req.seed_resize_from_h,
@@ -286,7 +307,8 @@ def render(req: ProcessingRequest, internal: GenerationRequest, result: Generati
         images = [i.url for i in result.images]
     else:
         images = [base64.b64encode(i.data).decode("ascii") for i in result.images]
-    return {"images": images, "parameters": parameters(req), "info": info(req, internal, result)}
+    return {"images": images, "parameters": {**parameters(req), **ran_with(result)},
+            "info": info(req, internal, result)}
 
 
 def progress(task, idle=None) -> dict:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      model_validator)
 from pydantic_core import PydanticUseDefault
 
 from shared.engine import samplers
@@ -57,6 +58,9 @@ def _switch(v: Any) -> Any:
 
 Switch = Annotated[bool, BeforeValidator(_switch)]
 Blank = BeforeValidator(_blank_is_default)
+# upstream field -> the GenerationRequest field a model's own default may set when it is unset
+MODEL_DEFAULTED = {"num_inference_steps": "steps", "guidance_scale": "guidance",
+                   "scheduler": "sampler"}
 
 
 class Text2ImgRequest(BaseModel):
@@ -95,6 +99,21 @@ class Text2ImgRequest(BaseModel):
     base64: Switch = False
 
     mode: ClassVar[Mode] = Mode.txt2img
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: Any) -> Any:
+        """null / "" steps, guidance and scheduler are left unset (model_fields_set)."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in MODEL_DEFAULTED
+                    or not (v is None or (isinstance(v, str) and not v.strip()))}
+        return data
+
+    def defaulted(self) -> list[str]:
+        """Engine fields the client left unset: a distilled / flow model's own steps, guidance
+        and scheduler apply there."""
+        return [mine for theirs, mine in MODEL_DEFAULTED.items()
+                if theirs not in self.model_fields_set]
 
     def refusals(self) -> list[FieldError]:
         """Switches sdgate cannot honour here: refused, never silently ignored."""
@@ -179,7 +198,8 @@ class Text2ImgRequest(BaseModel):
                 loras=self.loras(),
                 upscale=PostUpscale(upscaler=upscaler, scale=UPSCALE_FACTOR)
                 if self.upscale else None,
-                strength=getattr(self, "strength", 0.75), **images)
+                strength=getattr(self, "strength", 0.75), defaulted=self.defaulted(),
+                **images)
         except ValidationError as e:
             raise ValidationFailed("invalid request", fields=laravel_errors(e)) from e
 

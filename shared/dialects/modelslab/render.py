@@ -75,6 +75,10 @@ def meta(job: Job) -> dict:
         out["seed"] = job.result.get("seed", out.get("seed"))
         out["model"] = job.result.get("model", out.get("model"))
         out["nsfw_content_detected"] = [i.get("nsfw", False) for i in job.result["images"]]
+        ran = {"steps": "steps", "guidance": "guidance_scale", "sampler": "scheduler"}
+        for name in job.result.get("model_defaults") or []:  # a distilled model's own values
+            if job.result.get(name) is not None:
+                out[ran[name]] = job.result[name]
     return out
 
 
