@@ -78,6 +78,17 @@ weights_image = base_image.add_local_python_source("shared", "functions", "infra
 
 weights_volume = modal.Volume.from_name(config.modal_volume, create_if_missing=True)
 jobs_dict = modal.Dict.from_name(config.modal_jobs_dict, create_if_missing=True)
+# The cross-container state store (shared/state.py): task progress and interrupt/skip flags the
+# GPU class writes and reads at each step, per-key options, the spam filter, claims, queues.
+state_dict = modal.Dict.from_name(config.modal_state_dict, create_if_missing=True)
+state_queue = modal.Queue.from_name(config.modal_state_queue, create_if_missing=True)
+
+
+def shared_state(settings):
+    """Modal's primitives in a deployed container; the settings' local store under `.local()`."""
+    from shared.state import ModalState, make_state
+
+    return make_state(settings) if modal.is_local() else ModalState(state_dict, state_queue)
 
 # ## Secrets
 #

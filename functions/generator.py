@@ -9,7 +9,8 @@ import logging
 
 import modal
 
-from functions.app import MODELS_DIR, app, config, gpu_image, s3_secret, weights_volume
+from functions.app import (MODELS_DIR, app, config, gpu_image, s3_secret, shared_state,
+                           weights_volume)
 from shared.generation import GenerationRequest, GenerationResult
 
 # What only the GPU container runs; none of it imports torch at module level, so the web
@@ -21,6 +22,7 @@ with gpu_image.imports():
     from shared.engine import Engine
     from shared.engine.registry import ModelRegistry
     from shared.errors import ModelNotFound
+    from shared.progress import TASKS
     from shared.storage import make_storage
 
 log = logging.getLogger("sdgate.generator")
@@ -70,6 +72,8 @@ class Generator:
         if not modal.is_local():
             require_bucket(settings)
         self.backend = LocalBackend(self.engine, make_storage(settings))
+        self.state = shared_state(settings)
+        TASKS.bind(self.state)  # progress out, interrupt / skip flags in, at every step
 
     @modal.method()
     def generate(self, req: GenerationRequest, job_id: str,

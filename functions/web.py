@@ -5,8 +5,8 @@ Deploy the whole app with `modal deploy -m functions.web` (this module imports t
 
 import modal
 
-from functions.app import (MODELS_DIR, api_secret, app, config, jobs_dict, s3_secret, web_image,
-                           weights_volume)
+from functions.app import (MODELS_DIR, api_secret, app, config, jobs_dict, s3_secret,
+                           shared_state, web_image, weights_volume)
 from functions.generator import Generator
 from shared.generation import GenerationRequest, GenerationResult
 
@@ -57,5 +57,5 @@ def web():
     # A job may queue for a GPU before its own timeout starts: allow ten minutes for that.
     settings = settings.model_copy(update={"job_timeout_seconds": config.gpu_timeout + 600})
     backend = remote_backend(settings, generator.generate.remote.aio, generator.op.remote.aio)
-    return create_app(settings, backend, job_runner=JobRunner(
+    return create_app(settings, backend, state=shared_state(settings), job_runner=JobRunner(
         DictJobStore(jobs_dict), backend, settings, launcher=SpawnLauncher(generator.generate)))

@@ -17,6 +17,8 @@ from shared.dialects.state import DialectState
 from shared.errors import NotFound
 from shared.jobrunner import JobRunner
 from shared.jobs import make_job_store
+from shared.progress import TASKS
+from shared.state import State, make_state
 from shared.storage import LOCAL_ROUTE, LocalStorage, make_storage
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ def local_backend(settings: Settings):
 
 
 def create_app(settings: Settings | None = None, backend=None, job_store=None,
-               job_runner: JobRunner | None = None) -> FastAPI:
+               job_runner: JobRunner | None = None, state: State | None = None) -> FastAPI:
     """Build the app; `backend` defaults to a LocalBackend, jobs to the settings' file store."""
     settings = settings or Settings()
     backend = backend or local_backend(settings)
@@ -46,7 +48,10 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app.state.settings = settings
     app.openapi = lambda: openapi_with_bodies(app)  # request bodies of raw-body routes
     app.state.backend = backend
-    app.state.dialect_state = DialectState()  # per-key A1111 options, ModelsLab spam window
+    # Cross-process state (progress, flags, per-key A1111 options, spam window): shared/state.py
+    app.state.shared_state = state or make_state(settings)
+    TASKS.bind(app.state.shared_state)
+    app.state.dialect_state = DialectState(app.state.shared_state)
     app.state.admission = Admission(settings.max_queue, settings.busy_retry_seconds)
     # Background jobs (ModelsLab's processing / fetch flow): recovered on start, cancelled on stop.
     app.state.jobs = job_runner or JobRunner(job_store or make_job_store(settings), backend,

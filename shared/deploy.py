@@ -42,6 +42,8 @@ class DeployConfig(BaseSettings):
     # Names of the Modal objects the app uses.
     modal_volume: str = "sdgate-weights"
     modal_jobs_dict: str = "sdgate-jobs"
+    modal_state_dict: str = "sdgate-state"  # shared/state.py: progress, flags, options, claims
+    modal_state_queue: str = "sdgate-queue"
     modal_s3_secret: str = "sdgate-s3"
     modal_api_secret: str = "sdgate-api"
     modal_hf_secret: str = ""  # optional: a secret with HF_TOKEN, for gated or private repos

@@ -207,7 +207,7 @@ class SqliteState(State):
 
     @contextmanager
     def _write(self):
-        """A write transaction taken up front (BEGIN IMMEDIATE): no lost updates between processes."""
+        """A write transaction taken up front (BEGIN IMMEDIATE): no lost updates."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:

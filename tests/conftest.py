@@ -56,7 +56,8 @@ def make_settings(models_dir, tmp_path):
 
     def make(**kw):
         base = dict(models_dir=models_dir, output_dir=tmp_path / "outputs",
-                    public_url="http://testserver", jobs_db=tmp_path / "jobs.sqlite3")
+                    public_url="http://testserver", jobs_db=tmp_path / "jobs.sqlite3",
+                    state_db=tmp_path / "state.sqlite3")
         base.update(kw)
         return Settings(_env_file=None, **base)
 

@@ -264,7 +264,7 @@ async def generate(request: Request, internal: GenerationRequest, *, keep_bytes:
             if done:
                 break
             if await request.is_disconnected():
-                TASKS.interrupt(internal.task_id, internal.owner)
+                await TASKS.ainterrupt(internal.task_id, internal.owner)
                 work.add_done_callback(_swallow)  # it ends at its next step; nobody awaits it
                 raise ClientGone("client disconnected; its generation was interrupted")
         result = work.result()

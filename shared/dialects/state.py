@@ -1,21 +1,35 @@
 """Per-dialect state (A1111 options, ModelsLab's spam filter window), in one declared place.
 
-Namespaced, per owner (API key id). This one lives in the server's memory; on Modal the shared
-state store of the topology work backs the same interface so every web container agrees.
+Namespaced, per owner (API key id), in the cross-container state store (shared/state.py), so
+every web container (and the split local topology) agrees on each key's options.
 """
 
 from __future__ import annotations
 
-import threading
+from shared.state import MemoryState, State
 
 
 class DialectState:
-    """`namespace(name, owner)` -> that owner's mutable dict for one dialect feature."""
+    """`namespace(name, owner)` -> a copy of that owner's dict for one dialect feature;
+    `save` / `asave` merge updates into it."""
 
-    def __init__(self):
-        self._data: dict[tuple[str, str], dict] = {}
-        self._lock = threading.Lock()
+    def __init__(self, state: State | None = None):
+        self.state = state or MemoryState()
+
+    @staticmethod
+    def _key(name: str, owner: str) -> str:
+        return f"dialect:{name}:{owner}"
 
     def namespace(self, name: str, owner: str) -> dict:
-        with self._lock:
-            return self._data.setdefault((name, owner), {})
+        """Blocking read (sync routes and dependencies run in worker threads)."""
+        return dict(self.state.get(self._key(name, owner)) or {})
+
+    def save(self, name: str, owner: str, updates: dict) -> dict:
+        merged = {**self.namespace(name, owner), **updates}
+        self.state.put(self._key(name, owner), merged)
+        return merged
+
+    async def asave(self, name: str, owner: str, updates: dict) -> dict:
+        merged = {**(await self.state.aget(self._key(name, owner)) or {}), **updates}
+        await self.state.aput(self._key(name, owner), merged)
+        return merged

@@ -19,7 +19,8 @@ def fuzz_app(engine, tmp_path_factory, models_dir):
 
     tmp = tmp_path_factory.mktemp("fuzz")
     s = Settings(_env_file=None, models_dir=models_dir, output_dir=tmp / "out",
-                 jobs_db=tmp / "jobs.sqlite3", public_url="http://testserver",
+                 jobs_db=tmp / "jobs.sqlite3", state_db=tmp / "state.sqlite3",
+                 public_url="http://testserver",
                  max_request_work=96 * 96 * 4, sync_wait_seconds=0, spam_window_seconds=0)
     return create_app(s, LocalBackend(engine, make_storage(s), max_batch=1))
 

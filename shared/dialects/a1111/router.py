@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import threading
 
 from fastapi import APIRouter, Depends, Request
 
@@ -41,6 +40,7 @@ def _basic_password(request: Request) -> str | None:
 
 def authorised(request: Request) -> None:
     check_key(request, header_key(request) or _basic_password(request))
+    options(request)  # read the caller's options here, in a worker thread, not on the loop
 
 
 router = APIRouter(route_class=dialect_route(serving.render_error),
@@ -48,14 +48,21 @@ router = APIRouter(route_class=dialect_route(serving.render_error),
 
 
 # -- per-key state -------------------------------------------------------------------------------
-_STATE_LOCK = threading.Lock()
-
-
 def options(request: Request) -> dict:
     """The options the caller's key POSTed to /options (upstream's settings): each key has its
     own, over the server's defaults, so one customer's settings never change another's images.
-    Kept per app in memory (shared/dialects/state.py: the one declared place for it)."""
-    return request.app.state.dialect_state.namespace("a1111.options", owner(request))
+    Kept in the shared state store (shared/dialects/state.py); read once per request."""
+    cached = getattr(request.state, "a1111_options", None)
+    if cached is None:
+        cached = request.state.a1111_options = request.app.state.dialect_state.namespace(
+            "a1111.options", owner(request))
+    return cached
+
+
+async def save_options(request: Request, updates: dict) -> None:
+    """Merge `updates` into the caller's stored options."""
+    request.state.a1111_options = await request.app.state.dialect_state.asave(
+        "a1111.options", owner(request), updates)
 
 
 def registry(request: Request):
@@ -92,7 +99,7 @@ async def _generate(request: Request, req, internal, face_scripts=None):
         result = await always_on.after(request, face_scripts, result)
     if not req.override_settings_restore_afterwards and req.override_settings:
         kept = {k: v for k, v in req.override_settings.items() if k in serving.OPTION_DEFAULTS}
-        options(request).update(kept)
+        await save_options(request, kept)
     return serving.render(req, internal, result, urls)
 
 
@@ -241,7 +248,7 @@ async def set_options(request: Request):
     ignored = sorted(set(data) - set(serving.OPTION_DEFAULTS))
     if ignored:
         log.info("a1111: options stored without effect: %s", ignored)
-    options(request).update(update)
+    await save_options(request, update)
 
 
 @router.get("/cmd-flags")

@@ -56,7 +56,8 @@ async def _authorised(request: Request) -> dict:
 def _spam(request: Request) -> SpamFilter:
     state = request.app.state
     if getattr(state, "modelslab_spam", None) is None:
-        state.modelslab_spam = SpamFilter(state.settings.spam_window_seconds)
+        state.modelslab_spam = SpamFilter(state.settings.spam_window_seconds,
+                                          state.dialect_state.state)
     return state.modelslab_spam
 
 
@@ -115,7 +116,7 @@ def _fetch_url(request: Request, version: str, job_id: str) -> str:
 async def _generate(request: Request, model_cls: type[Text2ImgRequest], version: str) -> dict:
     settings = request.app.state.settings
     data = await _authorised(request)
-    _spam(request).check(data)
+    await _spam(request).acheck(data)
     req = parse(model_cls, data)
     if version != "v3" and not req.model_id:  # v4 and v6 name the model
         raise ModelNotFound("Model id not found", param="model_id")

@@ -11,10 +11,12 @@ from shared.errors import RateLimited
 
 
 class SpamFilter:
-    """Fingerprints of recent accepted requests, kept for `window` seconds (in this process)."""
+    """Fingerprints of recent accepted requests, kept for `window` seconds: in the shared state
+    store when given one (`acheck`: every web container agrees), else in this process (`check`)."""
 
-    def __init__(self, window: float):
+    def __init__(self, window: float, state=None):
         self.window = window
+        self.state = state
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -35,3 +37,11 @@ class SpamFilter:
             if fp in self._seen:
                 raise RateLimited("Rate limit exceeded")
             self._seen[fp] = now
+
+    async def acheck(self, body: dict) -> None:
+        """`check` against the shared store: the first container to claim the fingerprint wins."""
+        if self.state is None:
+            return self.check(body)
+        if self.window > 0 and not await self.state.aadd(
+                "spam:" + self.fingerprint(body), 1, ttl=self.window):
+            raise RateLimited("Rate limit exceeded")

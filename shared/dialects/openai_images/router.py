@@ -143,7 +143,7 @@ def _stream(request: Request, internal: GenerationRequest, quality: str) -> Stre
         sent = 0
         while True:
             finished = work.done()
-            task = TASKS.get(internal.task_id, owner(request))
+            task = await TASKS.aget(internal.task_id, owner(request))
             for data in (task.previews if task else [])[sent:]:
                 yield _sse("image_generation.partial_image", {
                     "type": "image_generation.partial_image", "partial_image_index": sent,
