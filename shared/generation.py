@@ -123,6 +123,16 @@ class ControlNetUnit(BaseModel):
         return self
 
 
+class IPAdapterRef(BaseModel):
+    """One IP-Adapter (image prompt): a file under <models_dir>/IP-Adapter and its references."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None  # file stem; None: the only / first adapter that fits the model
+    images: list[bytes] = Field(min_length=1, max_length=16)  # encoded; several: tokens combined
+    scale: float = Field(1.0, ge=0.0, le=2.0)  # 0: the same pixels as no adapter
+
+
 class GenerationRequest(BaseModel):
     """What to generate, in engine terms. Defaults live here and nowhere else."""
 
@@ -173,6 +183,7 @@ class GenerationRequest(BaseModel):
     partial_images: int = Field(0, ge=0, le=3)  # streamed previews of intermediate latents
     controlnets: list[ControlNetUnit] = Field(default_factory=list)  # shared.engine.controlnet
     upscale: PostUpscale | None = None  # after generation (and hires), before encoding
+    ip_adapters: list[IPAdapterRef] = Field(default_factory=list, max_length=4)  # .ipadapter
     # -- model defaults (issue 16) --
     # steps / guidance / sampler the client left unset: the values above are the API shape's
     # defaults, which a step-distilled (or flow-matching) model replaces with its card's

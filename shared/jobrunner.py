@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 PAYLOADS: dict[str, Callable[[Job], dict]] = {}
 
 _BYTES_FIELDS = ("init_image", "mask")
+# list field -> its items' bytes fields (bytes, or lists of bytes)
+_NESTED_BYTES = {"controlnets": ("image", "mask"), "ip_adapters": ("images",)}
 WATCHDOG_SECONDS = 2.0
 
 
@@ -46,11 +48,24 @@ def register_payload(dialect: str):
 
 def dump_request(req: GenerationRequest) -> dict:
     """A GenerationRequest as JSON, image bytes as base64 (pydantic would write them as UTF-8)."""
-    data = req.model_dump(mode="json", exclude=set(_BYTES_FIELDS))
+    data = req.model_dump(mode="json", exclude=set(_BYTES_FIELDS) | set(_NESTED_BYTES))
     for name in _BYTES_FIELDS:
-        raw = getattr(req, name)
-        data[name] = base64.b64encode(raw).decode() if raw is not None else None
+        data[name] = _b64(getattr(req, name))
+    for name, fields in _NESTED_BYTES.items():
+        data[name] = [{**item.model_dump(mode="json", exclude=set(fields)),
+                       **{f: _b64(getattr(item, f)) for f in fields}}
+                      for item in getattr(req, name)]
     return data
+
+
+def _b64(raw):
+    if isinstance(raw, list):
+        return [_b64(x) for x in raw]
+    return base64.b64encode(raw).decode() if raw is not None else None
+
+
+def _unb64(text):
+    return [_unb64(x) for x in text] if isinstance(text, list) else base64.b64decode(text)
 
 
 def load_request(data: dict) -> GenerationRequest:
@@ -59,6 +74,10 @@ def load_request(data: dict) -> GenerationRequest:
     for name in _BYTES_FIELDS:
         if data.get(name) is not None:
             data[name] = base64.b64decode(data[name])
+    for name, fields in _NESTED_BYTES.items():
+        data[name] = [{**item, **{f: _unb64(item[f]) for f in fields
+                                  if item.get(f) is not None}}
+                      for item in data.get(name) or []]
     return GenerationRequest.model_validate(data)
 
 

@@ -39,6 +39,17 @@ def controlnet_models(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ip_adapter_models(models_dir) -> Path:
+    """The tiny IP-Adapter under <models_dir>/IP-Adapter: `tiny-ip-adapter.safetensors` beside
+    `image_encoder/`, h94/IP-Adapter's layout."""
+    from shared.engine.tiny import write_tiny_ip_adapter
+
+    if not (models_dir / "IP-Adapter" / "tiny-ip-adapter.safetensors").is_file():
+        write_tiny_ip_adapter(models_dir)
+    return models_dir / "IP-Adapter"
+
+
+@pytest.fixture(scope="session")
 def engine(models_dir):
     """One warm engine for the whole session (loading is what we avoid paying per test)."""
     from shared.engine import Engine

@@ -1,7 +1,11 @@
-"""Torch-free ControlNet pieces the dialects use: model listing / lookup and the detect op's types.
+"""Torch-free ControlNet and IP-Adapter pieces the dialects use: model listing / lookup and the
+detect op's types.
 
 Layout: <models_dir>/ControlNet/<name>/config.json (diffusers folder) or
 <models_dir>/ControlNet/<name>.safetensors|.pth|.bin|.ckpt (single file).
+IP-Adapters: <models_dir>/IP-Adapter/ holds h94/IP-Adapter's `models/` (or `sdxl_models/`) folder
+as it is, or several of them as subfolders: `<name>.safetensors|.bin` next to the
+`image_encoder/` (CLIPVisionModelWithProjection) it was trained with.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pydantic import BaseModel, Field
 from shared.errors import InvalidRequest
 
 CONTROLNET_DIR = "ControlNet"
+IPADAPTER_DIR = "IP-Adapter"
 SUFFIXES = (".safetensors", ".pth", ".bin", ".ckpt")
 
 
@@ -39,6 +44,30 @@ def resolve_model(root: Path, name: str) -> Path:
             return found[key]
     raise InvalidRequest(f"ControlNet model {name!r} not found under {CONTROLNET_DIR}/; "
                          f"choose one of {list(found)}", param="model")
+
+
+def ip_adapters(root: Path) -> dict[str, Path]:
+    """name -> file of every IP-Adapter with an image_encoder/ folder beside it, sorted."""
+    base = Path(root) / IPADAPTER_DIR
+    found = {}
+    for folder in [base, *sorted(base.iterdir())] if base.is_dir() else []:
+        if folder.is_dir() and (folder / "image_encoder" / "config.json").is_file():
+            for p in sorted(folder.iterdir()):
+                if p.is_file() and p.suffix.lower() in (".safetensors", ".bin"):
+                    found.setdefault(p.stem, p)
+    return dict(sorted(found.items()))
+
+
+def resolve_ip_adapter(root: Path, name: str) -> Path:
+    """The file of an IP-Adapter by name ("name", "name [hash]" or "name.safetensors")."""
+    want = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", (name or "").strip())
+    found = ip_adapters(root)
+    for key in (want, Path(want).stem):
+        if key in found:
+            return found[key]
+    raise InvalidRequest(f"IP-Adapter {name!r} not found under {IPADAPTER_DIR}/ (each needs an "
+                         f"image_encoder/ folder beside it); choose one of {list(found)}",
+                         param="model")
 
 
 class DetectRequest(BaseModel):

@@ -101,6 +101,10 @@ class Engine:
             from shared.engine import controlnet
 
             controlnet.check(req, self.registry.root)
+        if req.ip_adapters:
+            from shared.engine import ipadapter
+
+            ipadapter.check(req, self.registry.root, info.family)
         hr_spec = self._hires_spec(req)
         post = self._post_upscaler(req)
         texts = [prompts.extract_networks(r.prompt)[0] for r in reqs]
@@ -304,9 +308,14 @@ class Engine:
                 pipe, extra, hooks = prepared
                 pipe.scheduler = loaded.scheduler(spec)
                 kwargs.update(extra)
+        image_prompt = contextlib.nullcontext({})
+        if req.ip_adapters:  # loaded into the UNet for this call only
+            from shared.engine import ipadapter
+
+            image_prompt = ipadapter.applied(self, pipe, req)
         task.begin_call(req.steps if mode is Mode.txt2img else int(req.steps * req.strength))
-        with hooks:
-            result = nancheck.checked_call(pipe, kwargs)
+        with hooks, image_prompt as extra:
+            result = nancheck.checked_call(pipe, {**kwargs, **extra})
         task.end_call()
         out = result.images
         if req.hires is not None:

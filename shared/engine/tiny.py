@@ -129,7 +129,8 @@ def write_tiny_model(out: Path, seed: int = 0) -> Path:
 def write_tiny_controlnet(models_dir: Path, name: str = "tiny-cn", seed: int = 1) -> Path:
     """A ControlNet of the tiny model (ControlNetModel.from_unet) under <models_dir>/ControlNet:
     `name/` with save_pretrained and `name-file.safetensors` as one file. Its zero convolutions
-    get random weights, or it would change nothing."""
+    (the hint embedding's last one included) get random weights, or it would change nothing, or
+    not depend on the control image."""
     import torch
     from diffusers import ControlNetModel, UNet2DConditionModel
     from safetensors.torch import save_file
@@ -139,10 +140,52 @@ def write_tiny_controlnet(models_dir: Path, name: str = "tiny-cn", seed: int = 1
     torch.manual_seed(seed)
     net = ControlNetModel.from_unet(unet)
     with torch.no_grad():
-        for p in [*net.controlnet_down_blocks.parameters(), *net.controlnet_mid_block.parameters()]:
+        for p in [*net.controlnet_down_blocks.parameters(), *net.controlnet_mid_block.parameters(),
+                  *net.controlnet_cond_embedding.conv_out.parameters()]:
             p.normal_(0, 0.5)
     out = models_dir / "ControlNet"
     net.save_pretrained(out / name, safe_serialization=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()},
               str(out / f"{name}-file.safetensors"))
     return out / name
+
+
+def write_tiny_ip_adapter(models_dir: Path, name: str = "tiny-ip-adapter", seed: int = 2) -> Path:
+    """A random IP-Adapter for the tiny model in h94/IP-Adapter's layout under
+    <models_dir>/IP-Adapter: `image_encoder/` (a tiny CLIPVisionModelWithProjection) and
+    `name.safetensors` with the original keys (image_proj.proj / norm, ip_adapter.<n>.to_k_ip /
+    to_v_ip for each cross-attention layer, n = 1, 3, 5, ...)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    models_dir = Path(models_dir)
+    unet = UNet2DConditionModel.from_pretrained(models_dir / TINY_NAME / "unet")
+    torch.manual_seed(seed)
+    embed = 32
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        image_size=32, patch_size=4, projection_dim=embed))
+    out = models_dir / "IP-Adapter"
+    encoder.save_pretrained(out / "image_encoder", safe_serialization=True)
+    cross = unet.config.cross_attention_dim
+    state = {"image_proj.proj.weight": torch.randn(cross * 4, embed) * 0.5,
+             "image_proj.proj.bias": torch.randn(cross * 4) * 0.5,
+             "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
+    key = 1
+    for proc, module in _cross_attentions(unet):
+        hidden = module.to_q.out_features
+        state[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.5
+        state[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.5
+        key += 2
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / f"{name}.safetensors"))
+    return out / f"{name}.safetensors"
+
+
+def _cross_attentions(unet):
+    """(processor name, Attention) of each cross-attention layer, in attn_processors order."""
+    modules = dict(unet.named_modules())
+    for proc in unet.attn_processors:
+        if not proc.endswith("attn1.processor"):
+            yield proc, modules[proc.removesuffix(".processor")]

@@ -17,6 +17,7 @@ from shared import postprocess
 from shared.backend import planned_urls, store_result
 from shared.dialects.base import (admit, body, backend, check_key, dialect_route, header_key, owner,
                                   read_fields)
+from shared.dialects.modelslab.controlnet import ControlNetRequest
 from shared.dialects.modelslab.protocol import (FetchRequest, Img2ImgRequest, InpaintRequest,
                                                 Text2ImgRequest, parse, refuse)
 from shared.dialects.modelslab.render import DIALECT, job_body, render_error
@@ -101,11 +102,12 @@ def _meta(req: Text2ImgRequest, internal: GenerationRequest, job_id: str) -> dic
         out["init_image"] = req.init_image if req.init_image.startswith("http") else "base64"
     if isinstance(req, InpaintRequest):
         out["mask_image"] = req.mask_image if req.mask_image.startswith("http") else "base64"
+    out.update(req.meta_extra())
     return out
 
 
 FETCH_PATHS = {"v3": "/api/v3/fetch/{}", "v4": "/api/v4/dreambooth/fetch/{}",
-               "v6": "/api/v6/images/fetch/{}"}
+               "v5": "/api/v5/fetch/{}", "v6": "/api/v6/images/fetch/{}"}
 
 
 def _fetch_url(request: Request, version: str, job_id: str) -> str:
@@ -129,13 +131,10 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
     guard = Guard.from_settings(settings)
     if req.webhook:
         await check_url(req.webhook, guard, "webhook")
-    images = {}
-    if isinstance(req, Img2ImgRequest):
-        images["init_image"] = await _image(req.init_image, "init_image", guard,
-                                            settings.max_image_pixels)
-    if isinstance(req, InpaintRequest):
-        images["mask"] = await _image(req.mask_image, "mask_image", guard,
-                                      settings.max_image_pixels)
+    images = {name: await _image(value, field, guard, settings.max_image_pixels)
+              for name, (field, value) in req.image_inputs().items()}
+    if isinstance(req, ControlNetRequest):
+        images["root"] = be.registry.root  # the ControlNet models on disk
     internal = await admit(request, req.to_internal(req.model_id, settings.enhance_prompt_suffix,
                                                     upscaler, **images))
     runner = request.app.state.jobs
@@ -216,7 +215,7 @@ async def _fetch(request: Request, job_id: str | None) -> dict:
 def _generator(model_cls: type[Text2ImgRequest], version: str):
     async def endpoint(request: Request):
         return await _generate(request, model_cls, version)
-    endpoint.__name__ = f"{version}_{model_cls.mode.value}"
+    endpoint.__name__ = f"{version}_{getattr(model_cls, 'route_name', model_cls.mode.value)}"
     endpoint.body_model = model_cls  # documented in /openapi.json
     return endpoint
 
@@ -274,6 +273,10 @@ ROUTES = [
     ("/api/v4/dreambooth/fetch/{job_id}", fetch_by_path),  # what v4's fetch_result points at
     ("/api/v4/dreambooth/model_list", model_list),
     ("/api/v4/dreambooth/system_load", system_load),
+    # v5 ControlNet (docs.modelslab.com/image-generation/controlnet: main and multi, one body)
+    ("/api/v5/controlnet", _generator(ControlNetRequest, "v5")),
+    ("/api/v5/fetch", fetch_by_body),
+    ("/api/v5/fetch/{job_id}", fetch_by_path),
     # v6, what today's official clients call (docs.modelslab.com: /api/v6/images/...)
     ("/api/v6/images/text2img", _generator(Text2ImgRequest, "v6")),
     ("/api/v6/images/img2img", _generator(Img2ImgRequest, "v6")),

@@ -136,6 +136,14 @@ class Text2ImgRequest(BaseModel):
                     out.append(FieldError(name, f"{name} is available for text to image only."))
         return out
 
+    def image_inputs(self) -> dict[str, tuple[str, str]]:
+        """internal name -> (field, URL or base64) of every image the request reads."""
+        return {}
+
+    def meta_extra(self) -> dict:
+        """Upstream meta keys of this endpoint beyond text2img's."""
+        return {}
+
     def sampler(self) -> tuple[str | None, str | None]:
         """(sampler, schedule type) for the engine, from scheduler / algorithm_type / karras."""
         name = self.scheduler
@@ -212,6 +220,9 @@ class Img2ImgRequest(Text2ImgRequest):
 
     mode: ClassVar[Mode] = Mode.img2img
 
+    def image_inputs(self) -> dict[str, tuple[str, str]]:
+        return {"init_image": ("init_image", self.init_image)}
+
 
 class InpaintRequest(Img2ImgRequest):
     """POST /api/v3/inpaint and /api/v4/dreambooth/inpaint: adds mask_image (white = repaint)."""
@@ -219,6 +230,9 @@ class InpaintRequest(Img2ImgRequest):
     mask_image: Annotated[str, Field(min_length=1)]
 
     mode: ClassVar[Mode] = Mode.inpaint
+
+    def image_inputs(self) -> dict[str, tuple[str, str]]:
+        return {**super().image_inputs(), "mask": ("mask_image", self.mask_image)}
 
 
 class FetchRequest(BaseModel):
