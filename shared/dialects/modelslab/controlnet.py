@@ -152,10 +152,10 @@ class ControlNetRequest(Text2ImgRequest):
                 "control_image": shown(self.control_image),
                 "mask_image": shown(self.mask_image)}
 
-    def to_internal(self, model: str | None, enhance_suffix: str, *, root: Path,
-                    control_image: bytes, **images) -> GenerationRequest:
+    def to_internal(self, model: str | None, enhance_suffix: str, upscaler: str | None = None,
+                    *, root: Path, control_image: bytes, **images) -> GenerationRequest:
         units = self.units(root, control_image)
-        base = super().to_internal(model, enhance_suffix, **images)
+        base = super().to_internal(model, enhance_suffix, upscaler, **images)
         try:  # validated again: the mode's image rules and the units
             return GenerationRequest(**{**base.model_dump(), "mode": self.run_mode,
                                         "controlnets": units})
