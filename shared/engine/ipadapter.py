@@ -1,0 +1,104 @@
+"""IP-Adapter (image prompts) for the engine, with diffusers' `load_ip_adapter`.
+
+Adapters are loaded into the warm model's UNet for one call and taken out again afterwards (the
+UNet's own attention processors restored), so a request without one runs the untouched model.
+Several references for one adapter are encoded separately and their image tokens concatenated
+(diffusers' list-of-images form); several adapters each add their own tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+
+from shared import images as imgs
+from shared.engine.controlnet_types import ip_adapters, resolve_ip_adapter
+from shared.errors import GenerationFailed, InvalidRequest, Unsupported
+from shared.generation import GenerationRequest
+
+FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl")  # diffusers' IPAdapterMixin pipelines
+MAX_ENCODERS = 2
+
+_lock = threading.Lock()
+_encoders: OrderedDict[tuple, object] = OrderedDict()
+
+
+def check(req: GenerationRequest, root, family: str) -> None:
+    """Names and combinations refused before any work."""
+    if family not in FAMILIES:
+        raise Unsupported(f"IP-Adapter needs a Stable Diffusion 1.x/2.x or SDXL model, not "
+                          f"{family}", param="ip_adapter")
+    if req.hires is not None or req.variant is not None:
+        raise Unsupported("IP-Adapter with hires fix or the panorama / SAG pipelines is not "
+                          "supported (that pass would run without the image prompt)",
+                          param="ip_adapter")
+    if not ip_adapters(root):
+        raise Unsupported("no IP-Adapter is installed: put h94/IP-Adapter's models/ folder "
+                          "(an ip-adapter_*.safetensors beside image_encoder/) under "
+                          "<models_dir>/IP-Adapter/", param="ip_adapter")
+    folders = {_path(root, ref.model).parent for ref in req.ip_adapters}
+    if len(folders) > 1:
+        raise InvalidRequest("IP-Adapters of one request must share an image encoder (one "
+                             f"folder); got {sorted(map(str, folders))}", param="ip_adapter")
+
+
+def _path(root, name: str | None):
+    if name is not None:
+        return resolve_ip_adapter(root, name)
+    return next(iter(ip_adapters(root).values()))  # the default: the first, by name
+
+
+@contextmanager
+def applied(engine, pipe, req: GenerationRequest):
+    """`pipe` with the request's adapters loaded and scaled; yields the pipeline kwargs."""
+    from diffusers import DiffusionPipeline
+
+    root = engine.registry.root
+    paths = [_path(root, ref.model) for ref in req.ip_adapters]
+    folder = paths[0].parent
+    unet = pipe.unet
+    saved = (unet.attn_processors, unet.encoder_hid_proj, unet.config.encoder_hid_dim_type,
+             getattr(pipe, "image_encoder", None), getattr(pipe, "feature_extractor", None))
+    if not isinstance(pipe, DiffusionPipeline) or not hasattr(pipe, "load_ip_adapter"):
+        raise Unsupported(f"{type(pipe).__name__} takes no IP-Adapter", param="ip_adapter")
+    try:
+        _load(engine, pipe, folder, [p.name for p in paths])
+        pipe.set_ip_adapter_scale([ref.scale for ref in req.ip_adapters])
+        refs = [[imgs.open_image(data, engine.max_image_pixels).convert("RGB")
+                 for data in ref.images] for ref in req.ip_adapters]
+        yield {"ip_adapter_image": [r if len(r) > 1 else r[0] for r in refs]}
+    finally:
+        unet.set_attn_processor(saved[0])
+        unet.encoder_hid_proj = saved[1]
+        unet.config.encoder_hid_dim_type = saved[2]
+        pipe.register_modules(image_encoder=saved[3], feature_extractor=saved[4])
+
+
+def _load(engine, pipe, folder, names: list[str]) -> None:
+    """load_ip_adapter from the folder; its image encoder is loaded once and kept warm."""
+    from transformers import CLIPImageProcessor
+
+    key = (str(folder), engine.device, str(engine.dtype))
+    with _lock:
+        encoder = _encoders.get(key)
+        if encoder is not None:
+            _encoders.move_to_end(key)
+    pipe.register_modules(image_encoder=encoder)
+    size = None
+    try:
+        pipe.load_ip_adapter(str(folder), subfolder=[""] * len(names), weight_name=names,
+                             image_encoder_folder="image_encoder" if encoder is None else None,
+                             local_files_only=True)
+    except Exception as e:
+        raise GenerationFailed(f"could not load IP-Adapter {names} from {folder}: {e}") from e
+    if encoder is None:
+        encoder = pipe.image_encoder.to(engine.device, engine.dtype).eval()
+        with _lock:
+            _encoders[key] = encoder
+            while len(_encoders) > MAX_ENCODERS:
+                _encoders.popitem(last=False)
+    # The references are cut to the encoder's own input size (not the safety checker's).
+    size = encoder.config.image_size
+    pipe.register_modules(feature_extractor=CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}))

@@ -1,0 +1,83 @@
+"""IP-Adapter in the engine: the tiny random adapter loaded with diffusers' load_ip_adapter."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from shared.engine import batching
+from shared.errors import InvalidRequest, Unsupported
+from shared.generation import ControlNetUnit, GenerationRequest, IPAdapterRef
+
+SIZE = 64
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def picture(color, box=(8, 8, 40, 56)) -> bytes:
+    img = Image.new("RGB", (SIZE, SIZE), (20, 20, 20))
+    ImageDraw.Draw(img).ellipse(box, fill=color)
+    return png(img)
+
+
+RED, BLUE = picture((230, 30, 30)), picture((30, 30, 230), (20, 4, 60, 30))
+
+
+def pixels(engine, refs, **kw) -> np.ndarray:
+    req = GenerationRequest(prompt="a house", width=SIZE, height=SIZE, steps=3, seed=7,
+                            ip_adapters=refs, **kw)
+    out = engine.generate(req).images[0]
+    return np.asarray(Image.open(io.BytesIO(out.data))).astype(int)
+
+
+@pytest.fixture(scope="module")
+def base(engine, ip_adapter_models):
+    return pixels(engine, [])
+
+
+def test_reference_changes_pixels_and_scale_zero_is_no_adapter(engine, base):
+    red = pixels(engine, [IPAdapterRef(images=[RED])])
+    assert np.abs(red - base).mean() > 1 and red.std() > 0
+    blue = pixels(engine, [IPAdapterRef(model="tiny-ip-adapter", images=[BLUE])])
+    assert (blue != red).any()  # the reference itself matters, not only the adapter
+    assert (pixels(engine, [IPAdapterRef(images=[RED], scale=0.0)]) == base).all()
+    half = pixels(engine, [IPAdapterRef(images=[RED], scale=0.5)])
+    assert (half != red).any() and (half != base).any()
+    # the adapter is taken out again: the next plain request draws the same pixels as before
+    assert (pixels(engine, []) == base).all()
+
+
+def test_several_references_and_adapters(engine, base):
+    red = pixels(engine, [IPAdapterRef(images=[RED])])
+    both = pixels(engine, [IPAdapterRef(images=[RED, BLUE])])
+    assert (both != red).any() and (both != base).any()
+    two = pixels(engine, [IPAdapterRef(images=[RED]), IPAdapterRef(images=[BLUE], scale=0.0)])
+    assert np.abs(two - red).max() <= 1  # a second adapter at scale 0 adds nothing
+
+
+def test_img2img_and_with_controlnet(engine, controlnet_models, ip_adapter_models):
+    init = png(Image.new("RGB", (SIZE, SIZE), (200, 40, 40)))
+    kw = dict(mode="img2img", init_image=init, strength=0.7)
+    plain = pixels(engine, [], **kw)
+    assert (pixels(engine, [IPAdapterRef(images=[BLUE])], **kw) != plain).any()
+    unit = ControlNetUnit(model="tiny-cn", image=RED)
+    cn = pixels(engine, [], controlnets=[unit])
+    both = pixels(engine, [IPAdapterRef(images=[BLUE])], controlnets=[unit])
+    assert (both != cn).any()
+    assert (pixels(engine, [IPAdapterRef(images=[BLUE], scale=0)], controlnets=[unit]) == cn).all()
+
+
+def test_refusals(engine, ip_adapter_models):
+    with pytest.raises(InvalidRequest, match="tiny-ip-adapter"):
+        pixels(engine, [IPAdapterRef(model="nope", images=[RED])])
+    with pytest.raises(Unsupported, match="hires"):
+        pixels(engine, [IPAdapterRef(images=[RED])], hires={"width": 64, "height": 64})
+    assert not batching.batchable(GenerationRequest(prompt="a", ip_adapters=[
+        IPAdapterRef(images=[RED])]))
