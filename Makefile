@@ -59,7 +59,8 @@ secrets: setup need-bucket
 		$(if $(REGION),SDGATE_S3_REGION=$(REGION)) $(if $(ENDPOINT),SDGATE_S3_ENDPOINT_URL=$(ENDPOINT)) \
 		$(if $(PUBLIC_URL),SDGATE_S3_PUBLIC_URL=$(PUBLIC_URL))
 	$(MODAL) secret create --force sdgate-api \
-		SDGATE_API_KEYS="$$SDGATE_API_KEYS" SDGATE_ALLOW_OPEN="$${SDGATE_ALLOW_OPEN:-0}"
+		SDGATE_API_KEYS="$$SDGATE_API_KEYS" SDGATE_ALLOW_OPEN="$${SDGATE_ALLOW_OPEN:-0}" \
+		$(if $(SDGATE_WEBHOOK_SECRET),SDGATE_WEBHOOK_SECRET="$$SDGATE_WEBHOOK_SECRET")
 
 # Fill the weights volume (runs on Modal; re-runs fetch only what is missing).
 weights: setup

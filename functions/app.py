@@ -10,6 +10,9 @@ from shared.deploy import DeployConfig
 
 config = DeployConfig()
 app = modal.App(config.app_name)
+for _name in config.secrets_left_out():  # never baked into an image: say where it belongs
+    print(f"sdgate deploy: {_name} is not copied into the images; put it in the "
+          f"{config.modal_api_secret} Modal secret", flush=True)
 
 MODELS_DIR = "/models"  # the weights volume; the registry's layout (see infra/weights.py)
 PYTHON_VERSION = "3.11"  # the version the tests run on; pickled requests cross it both ways

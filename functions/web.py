@@ -57,5 +57,7 @@ def web():
     # A job may queue for a GPU before its own timeout starts: allow ten minutes for that.
     settings = settings.model_copy(update={"job_timeout_seconds": config.gpu_timeout + 600})
     backend = remote_backend(settings, generator.generate.remote.aio, generator.op.remote.aio)
-    return create_app(settings, backend, state=shared_state(settings), job_runner=JobRunner(
-        DictJobStore(jobs_dict), backend, settings, launcher=SpawnLauncher(generator.generate)))
+    state = shared_state(settings)
+    return create_app(settings, backend, state=state, job_runner=JobRunner(
+        DictJobStore(jobs_dict), backend, settings, launcher=SpawnLauncher(generator.generate),
+        state=state))

@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app.state.admission = Admission(settings.max_queue, settings.busy_retry_seconds)
     # Background jobs (ModelsLab's processing / fetch flow): recovered on start, cancelled on stop.
     app.state.jobs = job_runner or JobRunner(job_store or make_job_store(settings), backend,
-                                             settings)
+                                             settings, state=app.state.shared_state)
     app.router.on_startup.append(app.state.jobs.start)
     app.router.on_shutdown.append(app.state.jobs.stop)
 

@@ -1,4 +1,4 @@
-"""The `sdgate` command: serve | tiny-model | bench."""
+"""The `sdgate` command: serve | tiny-model | bench | keys | webhook-secret."""
 
 from __future__ import annotations
 
@@ -139,6 +139,41 @@ def add_db(sub) -> None:
     db.set_defaults(func=cmd_db)
 
 
+def cmd_webhook_secret(args) -> None:
+    """Print the webhook signing secret (generated and stored on first use when none is set)."""
+    from shared import webhooks
+    from shared.config import Settings
+
+    settings = Settings()
+    if settings.webhook_secret and not args.modal:
+        print(settings.webhook_secret)
+        return
+    if args.modal:  # the deployed app's store: the sdgate-state Dict
+        import modal
+
+        from shared.deploy import DeployConfig
+        from shared.state import ModalState
+
+        config = DeployConfig()
+        state = ModalState(modal.Dict.from_name(config.modal_state_dict, create_if_missing=True),
+                           modal.Queue.from_name(config.modal_state_queue, create_if_missing=True))
+    else:
+        from shared.state import make_state
+
+        state = make_state(Settings(**({"state_db": args.state_db} if args.state_db else {})))
+    print(webhooks.secret_for(state))
+
+
+def add_webhook_secret(sub) -> None:
+    ws = sub.add_parser("webhook-secret", help="print the secret webhooks are signed with "
+                        "(verify them with it; generated on first use unless "
+                        "SDGATE_WEBHOOK_SECRET is set)")
+    ws.add_argument("--state-db", help="the local state store (env SDGATE_STATE_DB)")
+    ws.add_argument("--modal", action="store_true",
+                    help="read the deployed Modal app's store (needs modal credentials)")
+    ws.set_defaults(func=cmd_webhook_secret)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sdgate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
 
     add_bench(sub)
     add_keys(sub)
+    add_webhook_secret(sub)
     add_db(sub)
 
     args = parser.parse_args(argv)

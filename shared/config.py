@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     job_timeout_seconds: float = Field(600.0, gt=0)  # a job still processing then has failed
     spam_window_seconds: float = Field(30.0, ge=0)  # same key + same body within it: refused
 
-    # Webhooks (Standard Webhooks signing; whsec_<base64> secret, unsigned when unset)
+    # Webhooks (Standard Webhooks signing; whsec_<base64> secret; when unset, one is generated
+    # on first start and kept in the state store: `sdgate webhook-secret` prints it)
     webhook_secret: str | None = None
     webhook_attempts: int = Field(5, ge=1, le=20)
     webhook_backoff_seconds: float = Field(2.0, ge=0)  # doubled after each failed attempt

@@ -8,6 +8,7 @@ environment too, so code there sees what was deployed.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 from pydantic import Field
@@ -15,8 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.config import Settings
 
-# Runtime settings fixed by the deployment itself, or too secret for an image's environment.
-NOT_PASSED = {"SDGATE_API_KEYS", "SDGATE_MODELS_DIR", "SDGATE_DEVICE", "SDGATE_OUTPUT_DIR"}
+# Runtime settings fixed by the deployment itself.
+NOT_PASSED = {"SDGATE_MODELS_DIR", "SDGATE_DEVICE", "SDGATE_OUTPUT_DIR", "SDGATE_STATE_DB"}
+# Secret settings reach containers only through Modal Secrets, never an image's environment
+# (image layers are readable by anyone with access to the workspace and are cached).
+SECRET = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|DATABASE_URL", re.I)
 
 
 class DeployConfig(BaseSettings):
@@ -50,11 +54,18 @@ class DeployConfig(BaseSettings):
 
     def container_env(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         """Environment for the containers: these knobs, plus runtime SDGATE_* settings given at
-        deploy time (SDGATE_DEFAULT_MODEL, ...), never the API keys (those live in a Secret)."""
+        deploy time (SDGATE_DEFAULT_MODEL, ...), never a secret one (API keys, webhook secret,
+        database URL: those live in a Modal Secret)."""
         env = {f"SDGATE_{k.upper()}": str(v) for k, v in self.model_dump().items()}
         passed = {f"SDGATE_{name.upper()}" for name in Settings.model_fields} - NOT_PASSED
         env.update({k: v for k, v in environ.items() if k in passed})
-        return env
+        return {k: v for k, v in env.items() if not SECRET.search(k.removeprefix("SDGATE_"))}
+
+    @staticmethod
+    def secrets_left_out(environ: Mapping[str, str] = os.environ) -> list[str]:
+        """Secret SDGATE_* settings set at deploy time (they must go into a Modal Secret)."""
+        names = {f"SDGATE_{name.upper()}" for name in Settings.model_fields}
+        return sorted(k for k in environ if k in names and SECRET.search(k.removeprefix("SDGATE_")))
 
 
 def require_keys(settings: Settings) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import threading
 import time
@@ -147,8 +148,12 @@ class TaskLauncher:
 class JobRunner:
     """Background generation for one app, on one JobStore and one Launcher."""
 
-    def __init__(self, store: JobStore, backend, settings, launcher: Launcher | None = None):
+    def __init__(self, store: JobStore, backend, settings, launcher: Launcher | None = None,
+                 state=None):
+        from shared.state import MemoryState
+
         self.store = store
+        self.state = state or MemoryState()  # where a generated webhook secret is kept
         self.launcher = launcher or TaskLauncher(backend)
         self.guard = netguard.Guard.from_settings(settings)
         self.policy = webhooks.Policy.from_settings(settings)
@@ -302,6 +307,9 @@ class JobRunner:
 
     async def _notify(self, job: Job) -> None:
         """Deliver the webhook, then record how it went (never blocks the job's result)."""
+        if not self.policy.secret:  # always signed: the configured or the generated secret
+            secret = await webhooks.asecret_for(self.state)
+            self.policy = dataclasses.replace(self.policy, secret=secret)
         ok = await webhooks.deliver(job.webhook, PAYLOADS[job.dialect](job), webhook_id(job),
                                     self.policy, self.guard)
         with self._lock:

@@ -125,3 +125,29 @@ def test_processing_job_delivers_when_it_finishes(make_app):
             rec.wait_for(1)
         payload = json.loads(rec.hits[0].body)
         assert payload["output"] == out["future_links"] == done["output"]
+
+
+def test_unconfigured_secret_is_generated_persisted_and_printed_by_the_cli(make_app, tmp_path):
+    """No SDGATE_WEBHOOK_SECRET: the delivery is still signed, with a secret the state store
+    keeps and `sdgate webhook-secret` prints (the receiver verifies with that)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with receiver() as rec:
+        kw = hook_settings(rec)
+        kw.pop("webhook_secret")
+        with TestClient(make_app(**kw)) as c:
+            out = c.post("/api/v3/text2img", json={"prompt": "unsigned?", "webhook": rec.url,
+                                                   **SMALL}).json()
+            assert wait_webhook_status(c, out["id"])["webhook_status"] == "success"
+            state_db = c.app.state.settings.state_db
+    env = {k: v for k, v in __import__("os").environ.items() if k != "SDGATE_WEBHOOK_SECRET"}
+    cli = subprocess.run([sys.executable, "-m", "shared.cli", "webhook-secret", "--state-db",
+                          str(state_db)], cwd=Path(__file__).resolve().parents[1], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    secret = cli.stdout.strip()
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
+    hit = rec.hits[0]
+    assert Webhook(secret).verify(hit.body, hit.headers)["id"] == out["id"]

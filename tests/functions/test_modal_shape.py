@@ -105,3 +105,65 @@ def test_deploy_time_environment_sets_the_knobs():
     assert shape["gpu"] == [["H100", 1]]
     assert (shape["min"], shape["buffer"], shape["web_min"]) == (1, 1, 1)
     assert shape["snap"] == {"enable_gpu_snapshot": "True"}
+
+
+def image_commands(image) -> list[str]:
+    """The Dockerfile commands of an image and its bases (ENV lines included), as deployed."""
+    impl = synchronizer._translate_in(image) if not type(image).__name__.startswith("_") else image
+    load = impl._load
+    cells = dict(zip(load.__code__.co_freevars, (c.cell_contents for c in load.__closure__ or ())))
+    bases = list((cells.get("base_images") or {}).values())
+    if cells.get("base_image") is not None:
+        bases.append(cells["base_image"])
+    out = [c for base in bases for c in image_commands(base)]
+    if cells.get("dockerfile_function") is not None:
+        out += cells["dockerfile_function"]("2025.06").commands
+    return out
+
+
+FRESH = """
+import json
+from tests.functions.test_modal_shape import definition, image_commands
+from functions import app as app_module
+from functions.generator import Generator
+from functions.web import web
+from functions.weights import fill
+out = {}
+for name, fn, image in [("gpu", Generator, app_module.gpu_image), ("web", web, app_module.web_image),
+                        ("weights", fill, app_module.weights_image)]:
+    info = definition(fn)["info"]
+    out[name] = {"env": [c for c in image_commands(image) if c.startswith("ENV ")],
+                 "secrets": info.secrets, "timeout": info.timeout,
+                 "volumes": {p: [m.name, m.read_only] for p, m in info.volumes.items()}}
+print(json.dumps(out))
+"""
+
+
+def test_fresh_import_every_function_image_secrets_volumes_timeouts_and_no_secret_in_env():
+    """Import the app in a new interpreter with secret settings exported (as a careless deploy
+    shell would have them): no image's environment holds any of their values."""
+    secrets = {"SDGATE_API_KEYS": "sk-live-should-not-leak",
+               "SDGATE_WEBHOOK_SECRET": "whsec_bm90LWluLXRoZS1pbWFnZQ==",
+               "SDGATE_DATABASE_URL": "postgresql://u:hunter2@db/sdgate"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDGATE_")}
+    env.update({**secrets, "SDGATE_DEFAULT_MODEL": "sd15"})
+    out = subprocess.run([sys.executable, "-c", FRESH], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    shape = json.loads(out.stdout.strip().splitlines()[-1])
+    for name, fn in shape.items():
+        joined = "\n".join(fn["env"])
+        for value in secrets.values():
+            assert value not in joined, (name, value)
+        assert "SDGATE_API_KEYS" not in joined and "SDGATE_WEBHOOK_SECRET" not in joined
+    assert "ENV SDGATE_DEFAULT_MODEL=sd15" in shape["gpu"]["env"]  # plain settings do travel
+    assert "ENV SDGATE_DEVICE=cuda" in shape["gpu"]["env"]
+    assert shape["gpu"]["secrets"] == ["modal.Secret.from_name('sdgate-s3')"]
+    assert shape["web"]["secrets"] == ["modal.Secret.from_name('sdgate-s3')",
+                                       "modal.Secret.from_name('sdgate-api')"]
+    assert shape["weights"]["secrets"] == []
+    assert shape["gpu"]["volumes"] == {"/models": ["sdgate-weights", False]}
+    assert shape["web"]["volumes"] == {"/models": ["sdgate-weights", True]}
+    assert shape["weights"]["volumes"] == {"/models": ["sdgate-weights", False]}
+    assert (shape["gpu"]["timeout"], shape["web"]["timeout"], shape["weights"]["timeout"]) == (
+        600, 900, 4 * 3600)

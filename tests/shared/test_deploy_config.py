@@ -36,6 +36,15 @@ def test_container_env_carries_settings_but_never_keys():
     assert not {"SDGATE_API_KEYS", "SDGATE_MODELS_DIR", "SDGATE_UNKNOWN", "HOME"} & set(env)
 
 
+def test_container_env_never_carries_a_secret_setting():
+    secrets = {"SDGATE_API_KEYS": "k1", "SDGATE_WEBHOOK_SECRET": "whsec_c2VjcmV0",
+               "SDGATE_DATABASE_URL": "postgresql://u:pw@db/sdgate"}
+    env = DeployConfig().container_env({**secrets, "SDGATE_DEFAULT_MODEL": "sd15"})
+    assert env["SDGATE_DEFAULT_MODEL"] == "sd15"
+    assert not set(secrets) & set(env) and not set(secrets.values()) & set(env.values())
+    assert DeployConfig.secrets_left_out(secrets) == sorted(secrets)
+
+
 def test_require_keys():
     with pytest.raises(RuntimeError, match="SDGATE_ALLOW_OPEN"):
         require_keys(Settings(_env_file=None, api_keys=""))
