@@ -89,6 +89,15 @@ class PostUpscale(BaseModel):
     scale: float = Field(2.0, ge=1.0, le=8.0)
 
 
+class Refiner(BaseModel):
+    """A second model that finishes the denoising from `switch_at` of the schedule on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    switch_at: float = Field(gt=0.0, lt=1.0)  # fraction of the steps the base model runs
+
+
 class ControlMode(str, enum.Enum):
     """sd-webui-controlnet's control modes."""
 
@@ -182,6 +191,7 @@ class GenerationRequest(BaseModel):
     safety_checker_optional: bool = False  # no checker installed: skip it instead of refusing
     partial_images: int = Field(0, ge=0, le=3)  # streamed previews of intermediate latents
     controlnets: list[ControlNetUnit] = Field(default_factory=list)  # shared.engine.controlnet
+    refiner: Refiner | None = None  # shared.engine.refiner (A1111 refiner_checkpoint)
     upscale: PostUpscale | None = None  # after generation (and hires), before encoding
     ip_adapters: list[IPAdapterRef] = Field(default_factory=list, max_length=4)  # .ipadapter
     # -- model defaults (issue 16) --

@@ -47,6 +47,9 @@ def request_params(req) -> dict:
             out["Hires prompt"] = hr.prompt
         if hr.negative_prompt:
             out["Hires negative prompt"] = hr.negative_prompt
+    if getattr(req, "refiner", None) is not None:
+        out["Refiner"] = req.refiner.model
+        out["Refiner switch at"] = req.refiner.switch_at
     return out
 
 

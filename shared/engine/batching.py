@@ -40,6 +40,7 @@ def batchable(req: GenerationRequest) -> bool:
     """A request whose images can share a call with other requests' images."""
     return (req.mode is Mode.txt2img and req.hires is None and req.variant is None
             and not req.controlnets and not req.ip_adapters  # images: a call of their own
+            and req.refiner is None  # a second model: a call of its own
             and (req.batch_size is None or req.batch_size >= req.num_images)
             and not _scheduled(req))  # prompt editing switches embeddings: its own call
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from shared import images as imgs
 from shared.engine import (embeddings, families, hires, loras, masking, nancheck, previews,
-                           prompts, resize, safety, samplers, tiling)
+                           prompts, refiner, resize, safety, samplers, tiling)
 from shared.engine.accel import AccelOptions
 from shared.engine.batching import NotBatchable, batchable
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
@@ -96,6 +96,7 @@ class Engine:
                               for r in reqs))
         reqs, req = list(reqs), reqs[0]
         families.check(info.family, req)  # what the family cannot do fails before loading
+        refiner.check(self.registry, req, info)  # unknown / unfit refiner: before loading too
         spec = families.sampler_spec(info.family, req.sampler, req.scheduler)
         if req.controlnets:
             from shared.engine import controlnet
@@ -229,7 +230,7 @@ class Engine:
         embeddings and tiling; stops on interrupt. `texts`: each request's prompt, tags removed."""
         req = reqs[0]
         size = req.batch_size if req.batch_size and len(reqs) == 1 else len(seeds)
-        calls = -(-len(seeds) // size) * (2 if req.hires else 1)
+        calls = -(-len(seeds) // size) * (2 if req.hires or req.refiner else 1)
         task.begin(req.mode.value, calls)
         words = texts + [r.negative_prompt for r in reqs] + (
             [req.hires.prompt or "", req.hires.negative_prompt or ""] if req.hires else [])
@@ -299,6 +300,9 @@ class Engine:
                 kwargs["image"] = resize.fit(init, req.resize_mode, w, h).resize((w, h))
                 if families.FAMILIES[loaded.info.family].flow:  # Flux img2img defaults to 1024²
                     kwargs.update(families.img2img_size(pipe, w, h))
+        refine = refiner.check(self.registry, req, loaded.info)
+        if refine is not None:
+            kwargs.update(refiner.base_kwargs(pipe, req.refiner.switch_at))
         hooks = contextlib.nullcontext()
         if req.controlnets:  # the same call through a ControlNet pipeline sharing the weights
             from shared.engine import controlnet
@@ -318,6 +322,8 @@ class Engine:
             result = nancheck.checked_call(pipe, {**kwargs, **extra})
         task.end_call()
         out = result.images
+        if refine is not None:
+            out = refiner.finish(self, refine, spec, req, prompt, out, seeds, task)
         if req.hires is not None:
             out = self._hires(loaded, hr_spec, req, prompt, out, seeds, task)
         if plan is not None:

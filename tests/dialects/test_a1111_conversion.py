@@ -145,13 +145,22 @@ def test_client_neutral_values_pass():
     ({"script_name": "x/y/z plot"}, ValidationFailed, "Script 'x/y/z plot' not found"),
     ({"alwayson_scripts": {"ADetailer": {"args": []}}}, ValidationFailed, "ADetailer not found"),
     ({"s_churn": 0.5}, Unsupported, "s_churn"),
-    ({"refiner_checkpoint": "sdxl_refiner"}, Unsupported, "refiner"),
+    ({"refiner_checkpoint": "sdxl_refiner"}, ValidationFailed, "refiner_switch_at"),
+    ({"refiner_checkpoint": "sdxl_refiner", "refiner_switch_at": 0}, ValidationFailed,
+     "above 0"),
     ({"firstpass_image": "abc"}, Unsupported, "firstpass_image"),
     ({"enable_hr": True, "hr_checkpoint_name": "other"}, Unsupported, "hr_checkpoint_name"),
 ])
 def test_features_without_weights_are_refused(kw, cls, match):
     with pytest.raises(cls, match=match):
         internal(t2i(**kw))
+
+
+def test_refiner_mapping():
+    g = internal(t2i(refiner_checkpoint="sdxl_refiner", refiner_switch_at=0.8))
+    assert (g.refiner.model, g.refiner.switch_at) == ("sdxl_refiner", 0.8)
+    assert internal(t2i(refiner_checkpoint="sdxl_refiner", refiner_switch_at=1)).refiner is None
+    assert internal(t2i(refiner_checkpoint="None", refiner_switch_at=0.8)).refiner is None
 
 
 def test_img2img_mapping():

@@ -156,8 +156,8 @@ def _request(kind: str, mode: str = "txt2img", **kw):
         extra.update(init_image=_png(INIT), strength=0.6)
     if mode == "inpaint":
         extra["mask"] = _png(MASK)
-    return GenerationRequest(model=NAMES[kind], width=64, height=64,
-                             steps=2, mode=mode, **{**extra, **kw})
+    return GenerationRequest(**{"model": NAMES[kind], "width": 64, "height": 64, "steps": 2,
+                                "mode": mode, **extra, **kw})
 
 
 @pytest.mark.parametrize("kind", GENERATING)
@@ -330,3 +330,62 @@ def test_openai_refusal_in_its_own_shape(family_client):
         "model": NAMES["flux-dev"], "prompt": "a ((red)) cat", "size": "64x64"})
     assert r.status_code == 400, r.text
     assert "prompt weighting" in r.json()["error"]["message"]
+
+
+# -- the SDXL refiner (A1111 refiner_checkpoint / refiner_switch_at) -------------------------------
+def test_the_refiner_finishes_what_the_base_began(family_engine):
+    from shared.generation import Refiner
+
+    plain = _pixels(family_engine.generate(_request("sdxl", steps=4)).images[0].data)
+    req = _request("sdxl", steps=4, refiner=Refiner(model=NAMES["sdxl-refiner"], switch_at=0.5))
+    result = family_engine.generate(req)
+    refined = _pixels(result.images[0].data)
+    assert refined.shape == plain.shape == (64, 64, 3)
+    assert np.abs(refined - plain).mean() > 1  # the refiner's steps changed the picture
+    assert "Refiner: model-b, Refiner switch at: 0.5" in result.images[0].infotext
+    again = _pixels(family_engine.generate(req).images[0].data)
+    assert (again == refined).all()  # seeded end to end
+    later = _request("sdxl", steps=4, refiner=Refiner(model=NAMES["sdxl-refiner"],
+                                                      switch_at=0.75))
+    assert np.abs(_pixels(family_engine.generate(later).images[0].data) - refined).sum() > 0
+    img2img = _request("sdxl", "img2img", steps=4,
+                       refiner=Refiner(model=NAMES["sdxl-refiner"], switch_at=0.5))
+    _pixels(family_engine.generate(img2img).images[0].data)
+
+
+@pytest.mark.parametrize("kind, model, mode, match", [
+    ("sdxl", "ghost", "txt2img", "ghost"),
+    ("sd3", "sdxl-refiner", "txt2img", "SDXL"),
+    ("sdxl", "sd3", "txt2img", "SDXL"),
+    ("sdxl", "sdxl-refiner", "inpaint", "inpaint"),
+])
+def test_what_cannot_be_refined_is_refused(family_engine, kind, model, mode, match):
+    from shared.errors import SdgateError, status_of
+    from shared.generation import Refiner
+
+    req = _request(kind, mode, refiner=Refiner(model=NAMES.get(model, model), switch_at=0.8))
+    with pytest.raises(SdgateError, match=match) as e:
+        family_engine.generate(req)
+    assert 400 <= status_of(e.value) < 500
+
+
+def test_a1111_refiner_checkpoint(family_client):
+    base = {"prompt": "a red cat", "width": 64, "height": 64, "steps": 4, "seed": 3,
+            "override_settings": {"sd_model_checkpoint": NAMES["sdxl"]}}
+    plain = family_client.post("/sdapi/v1/txt2img", json=base)
+    refined = family_client.post("/sdapi/v1/txt2img", json={
+        **base, "refiner_checkpoint": NAMES["sdxl-refiner"], "refiner_switch_at": 0.5})
+    assert plain.status_code == refined.status_code == 200, refined.text
+    a, b = (_pixels(base64.b64decode(r.json()["images"][0])) for r in (plain, refined))
+    assert a.shape == b.shape and np.abs(a - b).mean() > 1
+    assert "Refiner switch at: 0.5" in refined.json()["info"]
+    unchanged = family_client.post("/sdapi/v1/txt2img", json={
+        **base, "refiner_checkpoint": "None", "refiner_switch_at": 0.5})
+    assert (_pixels(base64.b64decode(unchanged.json()["images"][0])) == a).all()
+    r = family_client.post("/sdapi/v1/txt2img", json={**base, "refiner_checkpoint": "ghost",
+                                                      "refiner_switch_at": 0.8})
+    assert r.status_code == 404 and set(r.json()) == {"error", "detail", "body", "errors"}
+    assert "ghost" in r.json()["detail"]
+    r = family_client.post("/sdapi/v1/txt2img", json={**base,
+                                                      "refiner_checkpoint": NAMES["sdxl-refiner"]})
+    assert r.status_code == 422 and "refiner_switch_at" in r.text

@@ -86,6 +86,8 @@ def _urls(request: Request, req) -> bool:
 async def _generate(request: Request, req, internal, face_scripts=None):
     if internal.model:
         registry(request).resolve(internal.model)  # unknown checkpoint: 404 before any work
+    if internal.refiner:
+        registry(request).resolve(internal.refiner.model)
     urls = _urls(request, req)
     face_scripts = face_scripts or always_on.face_scripts(request, req, urls, img2img=False)
     restore = faces.restore_of(req, {**options(request), **(req.override_settings or {})})

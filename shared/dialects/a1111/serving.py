@@ -24,7 +24,7 @@ from shared.engine.prompts import extract_networks
 from shared.errors import (FieldError, InvalidRequest, SdgateError, Unsupported, ValidationFailed,
                            from_pydantic, status_of)
 from shared.generation import (SEED_BOUND, GenerationRequest, GenerationResult, HiresFix, Mode,
-                               OutputFormat)
+                               OutputFormat, Refiner)
 from shared.infotext import parse_infotext
 
 log = logging.getLogger(__name__)
@@ -128,9 +128,6 @@ def _refuse_unsupported(req: ProcessingRequest) -> None:
             continue
         raise ValidationFailed(f"always on script {name} not found", param="alwayson_scripts",
                                fields=[FieldError("alwayson_scripts", f"{name} not found")])
-    if req.refiner_checkpoint and req.refiner_checkpoint.lower() not in ("none", ""):
-        raise Unsupported("refiner_checkpoint (switching models mid-sampling) is not supported",
-                          param="refiner_checkpoint")
     if req.firstpass_image:
         raise Unsupported("firstpass_image is not supported", param="firstpass_image")
     if req.s_churn or (req.s_noise not in (None, 1, 1.0)) or req.s_min_uncond:
@@ -180,6 +177,23 @@ def _hires(req: Txt2ImgRequest, w: int, h: int, model: str | None) -> HiresFix |
                     negative_prompt=req.hr_negative_prompt or None)
 
 
+def _refiner(req: ProcessingRequest) -> Refiner | None:
+    """refiner_checkpoint + refiner_switch_at (upstream: no checkpoint or "None", or a switch
+    point at 1 or later, never switches)."""
+    name = (req.refiner_checkpoint or "").strip()
+    if name.lower() in ("", "none"):
+        return None
+    at = req.refiner_switch_at
+    if at is None:
+        raise _invalid("refiner_switch_at", "required with refiner_checkpoint: the fraction of "
+                       "the steps the base model runs (0 < x < 1)")
+    if at >= 1:
+        return None
+    if at <= 0:
+        raise _invalid("refiner_switch_at", "must be above 0 (the base model runs first)")
+    return Refiner(model=name, switch_at=at)
+
+
 def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = None,
                 mask: bytes | None = None, task_id: str | None = None,
                 controlnets: list | None = None) -> GenerationRequest:
@@ -206,7 +220,7 @@ def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = N
                                                   settings.get("CLIP_stop_at_last_layers") or 1),
         output_format=SAMPLES_FORMATS[fmt], tiling=bool(req.tiling), eta=req.eta,
         task_id=task_id or req.force_task_id or uuid.uuid4().hex, controlnets=controlnets or [],
-        defaulted=_defaulted(req))
+        defaulted=_defaulted(req), refiner=_refiner(req))
     if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0:
         fields["seed_resize_from"] = (req.seed_resize_from_w, req.seed_resize_from_h)
     if isinstance(req, Txt2ImgRequest):
