@@ -32,7 +32,8 @@ NEED_WEIGHTS = {
     "seg": "the segmentation annotator weights (OneFormer / UniFormer, lllyasviel/Annotators)",
     "inpaint": "inpaint preprocessors (not implemented by sdgate)",
     "reference": "reference-only attention injection (not implemented by sdgate)",
-    "ip-adapter": "IP-Adapter (image encoder + adapter weights; not implemented yet)",
+    "ip-adapter": "an IP-Adapter model (an image prompt, not a control image: A1111 units with "
+                  "an ip-adapter_* module and IP-Adapter model, ModelsLab ip_adapter_id)",
     "mediapipe_face": "mediapipe (face mesh)",
     "recolor": "recolor preprocessors (not implemented by sdgate)",
     "t2ia": "T2I-Adapter preprocessors (not implemented by sdgate)",

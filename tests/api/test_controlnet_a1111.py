@@ -112,3 +112,39 @@ def test_errors_name_the_choices(cn_client):
     assert r.status_code == 400 and "Balanced" in r.text or "balanced" in r.text
     r = c.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {"adetailer": {"args": []}}})
     assert r.status_code == 422 and "adetailer" in r.text
+
+
+RED_DOT = Image.new("RGB", (64, 64), (20, 20, 20))
+ImageDraw.Draw(RED_DOT).ellipse((8, 8, 40, 56), fill=(230, 30, 30))
+
+
+def test_ip_adapter_units(cn_client, ip_adapter_models):
+    c = cn_client
+    plain = decode(c.post("/sdapi/v1/txt2img", json=BODY))
+    unit = {"module": "ip-adapter_clip_sd15", "model": "tiny-ip-adapter [1234abcd]",
+            "weight": 1.0, "image": b64(RED_DOT), "resize_mode": "Crop and Resize",
+            "pixel_perfect": False, "control_mode": "Balanced"}
+    ip = decode(c.post("/sdapi/v1/txt2img", json=with_units(unit)))
+    assert np.abs(ip - plain).mean() > 1
+    zero = decode(c.post("/sdapi/v1/txt2img", json=with_units({**unit, "weight": 0})))
+    assert (zero == plain).all()
+    cn = {"module": "canny", "model": "tiny-cn", "image": b64(square())}
+    only_cn = decode(c.post("/sdapi/v1/txt2img", json=with_units(cn)))
+    both = decode(c.post("/sdapi/v1/txt2img", json=with_units(cn, unit)))
+    assert (both != only_cn).any() and (both != ip).any()
+    # img2img: a unit without an image takes the init image, as upstream
+    init = b64(Image.new("RGB", (64, 64), (40, 200, 40)))
+    body = {**BODY, "init_images": [init], "denoising_strength": 0.7}
+    i2i = decode(c.post("/sdapi/v1/img2img", json=body))
+    no_img = {k: v for k, v in unit.items() if k != "image"}
+    assert (decode(c.post("/sdapi/v1/img2img", json=with_units(no_img, **body))) != i2i).any()
+    assert "tiny-ip-adapter" in c.get("/controlnet/model_list").json()["model_list"]
+    assert "ip-adapter_clip_sd15" in c.get("/controlnet/module_list").json()["module_list"]
+    for bad, word in (({"model": "nope"}, "tiny-ip-adapter"),
+                      ({"module": "ip-adapter_face_id_plus"}, "insightface"),
+                      ({"guidance_start": 0.5}, "guidance"),
+                      ({"model": "None"}, "model")):
+        r = c.post("/sdapi/v1/txt2img", json=with_units({**unit, **bad}))
+        assert 400 <= r.status_code < 500 and word in r.text, (bad, r.text)
+    r = c.post("/sdapi/v1/txt2img", json=with_units(no_img))
+    assert r.status_code == 400 and "no image" in r.text

@@ -16,9 +16,9 @@ from shared.dialects.a1111 import serving
 from shared.dialects.a1111.router import authorised, registry
 from shared.dialects.base import backend, dialect_route, read_fields
 from shared.engine import preprocessors
-from shared.engine.controlnet_types import DetectRequest, models
+from shared.engine.controlnet_types import DetectRequest, ip_adapters, models
 from shared.errors import InvalidRequest, Unsupported, from_pydantic
-from shared.generation import ControlMode, ControlNetUnit
+from shared.generation import ControlMode, ControlNetUnit, IPAdapterRef
 from shared.images import b64decode_strict, check_image
 
 SCRIPT = "controlnet"
@@ -40,6 +40,14 @@ KNOWN = {"module", "model", "weight", "image", "input_image", "mask", "mask_imag
          "resize_mode", "processor_res", "threshold_a", "threshold_b", "guidance_start",
          "guidance_end", "guidance", "control_mode", "guessmode", "pixel_perfect",
          "effective_region_mask", "ipadapter_input", "union_control_type"} | NO_EFFECT
+
+
+# sd-webui-controlnet's IP-Adapter preprocessors (its CLIP vision encoders): the unit is an image
+# prompt through shared.engine.ipadapter, the encoder the one beside the adapter file.
+IP_MODULES = ("ip-adapter_clip_sd15", "ip-adapter_clip_h", "ip-adapter_clip_sdxl",
+              "ip-adapter_clip_sdxl_plus_vith", "ip-adapter_clip_g", "ip-adapter-auto")
+IP_NEEDS_FACES = ("ip-adapter_face_id", "ip-adapter_face_id_plus", "ip-adapter_pulid",
+                  "ip-adapter_instantid")
 
 
 def is_script(name: str) -> bool:
@@ -74,7 +82,7 @@ def _image(value, field: str, max_px: int) -> tuple[bytes | None, bytes | None]:
     return check_image(b64decode_strict(value, field), max_px, field), None
 
 
-def _unit(i: int, raw, max_px: int) -> ControlNetUnit | None:
+def _unit(i: int, raw, max_px: int) -> ControlNetUnit | IPAdapterRef | None:
     """One unit, or None for a disabled / empty one (upstream skips them too)."""
     field = f"alwayson_scripts.controlnet.args.{i}"
     if not isinstance(raw, dict):
@@ -87,6 +95,11 @@ def _unit(i: int, raw, max_px: int) -> ControlNetUnit | None:
         return None
     model = str(raw.get("model") or "None")
     module = str(raw.get("module") or "none")
+    if module.strip().lower().startswith("ip-adapter"):
+        if model.lower() == "none":
+            raise InvalidRequest(f"{field}: module {module!r} without a model; choose an "
+                                 "IP-Adapter from /controlnet/model_list", param=f"{field}.model")
+        return _ip_adapter(field, raw, model, module, max_px)
     if model.lower() == "none":
         if preprocessors.canonical(module) == "none":
             return None  # an empty unit slot
@@ -121,7 +134,38 @@ def _unit(i: int, raw, max_px: int) -> ControlNetUnit | None:
         raise from_pydantic(e, field + ".") from e
 
 
-def units(scripts: dict | None, max_px: int) -> list[ControlNetUnit]:
+def _ip_adapter(field: str, raw: dict, model: str, module: str, max_px: int) -> IPAdapterRef:
+    """An ip-adapter_* unit: its image (None: the init image, filled in by serving) and weight."""
+    name = module.strip().lower()
+    if name.startswith(IP_NEEDS_FACES):
+        raise Unsupported(f"{field}.module {module!r} needs insightface face embeddings, which "
+                          f"this server does not have; IP-Adapter modules: {list(IP_MODULES)}",
+                          param=f"{field}.module")
+    if name not in IP_MODULES:
+        raise InvalidRequest(f"{field}.module {module!r}: choose one of {list(IP_MODULES)}",
+                             param=f"{field}.module")
+    start, end = raw.get("guidance_start", 0.0), raw.get("guidance_end", raw.get("guidance", 1.0))
+    if (start, end) != (0, 1) and (start, end) != (0.0, 1.0):
+        raise Unsupported(f"{field}: IP-Adapter units act on every step (guidance_start 0, "
+                          "guidance_end 1)", param=f"{field}.guidance_start")
+    mode = raw.get("control_mode")
+    if mode is not None and _enum(mode, CONTROL_MODES, _CONTROL_BY_INT,
+                                  f"{field}.control_mode") is not ControlMode.balanced:
+        raise Unsupported(f"{field}: IP-Adapter units take control_mode Balanced only",
+                          param=f"{field}.control_mode")
+    image, mask = _image(raw.get("image", raw.get("input_image")), f"{field}.image", max_px)
+    if mask or raw.get("mask_image", raw.get("mask")):
+        raise Unsupported(f"{field}: masks on IP-Adapter units are not supported",
+                          param=f"{field}.mask")
+    weight = raw.get("weight", 1.0)
+    try:
+        ref = IPAdapterRef(model=model, images=[image or b"pending"], scale=weight)
+    except ValidationError as e:
+        raise from_pydantic(e, field + ".") from e
+    return ref if image else ref.model_copy(update={"images": []})  # serving adds the init image
+
+
+def units(scripts: dict | None, max_px: int) -> list[ControlNetUnit | IPAdapterRef]:
     """The enabled units of a request's alwayson_scripts (none if it has no controlnet entry)."""
     for name, value in (scripts or {}).items():
         if not is_script(name):
@@ -154,13 +198,14 @@ def settings():
 
 @router.get("/controlnet/model_list")
 def model_list(request: Request, update: bool = True):
-    return {"model_list": list(models(registry(request).root))}
+    root = registry(request).root
+    return {"model_list": list(models(root)) + list(ip_adapters(root))}
 
 
 @router.get("/controlnet/module_list")
 def module_list(alias_names: bool = False):
-    names = list(preprocessors.DEFAULTS)
-    detail = {}
+    names = list(preprocessors.DEFAULTS) + list(IP_MODULES)
+    detail = {name: {"model_free": False, "sliders": []} for name in IP_MODULES}
     for name, (a, b) in preprocessors.DEFAULTS.items():
         sliders = [{"name": "Resolution", "value": 512, "min": 64, "max": 2048}] \
             if name != "none" else []

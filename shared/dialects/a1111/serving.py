@@ -23,8 +23,8 @@ from shared.engine import samplers
 from shared.engine.prompts import extract_networks
 from shared.errors import (FieldError, InvalidRequest, SdgateError, Unsupported, ValidationFailed,
                            from_pydantic, status_of)
-from shared.generation import (SEED_BOUND, GenerationRequest, GenerationResult, HiresFix, Mode,
-                               OutputFormat, Refiner)
+from shared.generation import (SEED_BOUND, GenerationRequest, GenerationResult, HiresFix,
+                               IPAdapterRef, Mode, OutputFormat, Refiner)
 from shared.infotext import parse_infotext
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,17 @@ def _refiner(req: ProcessingRequest) -> Refiner | None:
     return Refiner(model=name, switch_at=at)
 
 
+def _split_units(units: list, init: bytes | None) -> dict:
+    """sd-webui-controlnet units: ControlNets, and IP-Adapters (no image: the init image)."""
+    ips = [u for u in units if isinstance(u, IPAdapterRef)]
+    if any(not u.images for u in ips) and init is None:
+        raise InvalidRequest("alwayson_scripts.controlnet: an IP-Adapter unit has no image "
+                             "(txt2img needs one)", param="alwayson_scripts.controlnet")
+    return {"controlnets": [u for u in units if not isinstance(u, IPAdapterRef)],
+            "ip_adapters": [u if u.images else IPAdapterRef(model=u.model, images=[init],
+                                                            scale=u.scale) for u in ips]}
+
+
 def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = None,
                 mask: bytes | None = None, task_id: str | None = None,
                 controlnets: list | None = None) -> GenerationRequest:
@@ -219,7 +230,8 @@ def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = N
         batch_size=req.batch_size, clip_skip=_int("override_settings.CLIP_stop_at_last_layers",
                                                   settings.get("CLIP_stop_at_last_layers") or 1),
         output_format=SAMPLES_FORMATS[fmt], tiling=bool(req.tiling), eta=req.eta,
-        task_id=task_id or req.force_task_id or uuid.uuid4().hex, controlnets=controlnets or [],
+        task_id=task_id or req.force_task_id or uuid.uuid4().hex,
+        **_split_units(controlnets or [], init),
         defaulted=_defaulted(req), refiner=_refiner(req))
     if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0:
         fields["seed_resize_from"] = (req.seed_resize_from_w, req.seed_resize_from_h)
