@@ -29,9 +29,10 @@ def check(req: GenerationRequest, root, family: str) -> None:
     if family not in FAMILIES:
         raise Unsupported(f"IP-Adapter needs a Stable Diffusion 1.x/2.x or SDXL model, not "
                           f"{family}", param="ip_adapter")
-    if req.hires is not None or req.variant is not None:
-        raise Unsupported("IP-Adapter with hires fix or the panorama / SAG pipelines is not "
-                          "supported (that pass would run without the image prompt)",
+    if req.hires is not None or req.variant is not None or req.refiner is not None:
+        raise Unsupported("IP-Adapter with hires fix, a refiner or the panorama / SAG "
+                          "pipelines is not supported (that pass would run without the image "
+                          "prompt)",
                           param="ip_adapter")
     if not ip_adapters(root):
         raise Unsupported("no IP-Adapter is installed: put h94/IP-Adapter's models/ folder "
