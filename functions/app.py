@@ -47,6 +47,7 @@ GPU_PACKAGES = [
     "opencv-python-headless==5.0.0.93",  # ControlNet preprocessors (canny, ...)
     "peft==0.21.2",
     "safetensors==0.8.0",
+    "sentencepiece==0.2.3",  # MarianTokenizer: the `translate` operation (multi_lingual)
     "spandrel==0.4.2",  # upscalers and face restorers
     "spandrel_extra_arches==0.2.0",  # CodeFormer (non-commercial licence: docs/faces.md)
     "tokenizers==0.23.3",

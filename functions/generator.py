@@ -53,6 +53,7 @@ class Generator:
         registry = ModelRegistry(settings.models_dir, settings.default_model)
         self.engine = Engine(registry, settings.device, settings.max_loaded_models,
                              settings.max_image_pixels)
+        self.engine.translator_dir = settings.translator_dir  # the `translate` operation's
         self.device = self.engine.device
         if not config.gpu_snapshot:
             self.engine.to("cpu")  # no GPU before a CPU memory snapshot: stage weights in RAM

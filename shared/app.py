@@ -34,6 +34,7 @@ def local_backend(settings: Settings):
     registry = ModelRegistry(settings.models_dir, settings.default_model)
     engine = Engine(registry, settings.device, settings.max_loaded_models,
                     settings.max_image_pixels, accel=AccelOptions.from_settings(settings))
+    engine.translator_dir = settings.translator_dir
     return LocalBackend(engine, make_storage(settings), settings.max_batch,
                         settings.batch_wait_ms, settings.generation_threads)
 

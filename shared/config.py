@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # ModelsLab's text2img `upscale: "yes"` (2x): this model upscaler, by file stem or A1111 name,
     # from <models_dir>/RealESRGAN (or ESRGAN, ...); refused clearly while it is not installed.
     modelslab_upscaler: str = "realesr-general-x4v3"
+    # ModelsLab's `multi_lingual: "yes"`: MarianMT folders (opus-mt-zh-en, ...) in this directory;
+    # unset means <models_dir>/translator (shared/translation.py)
+    translator_dir: Path | None = None
 
     # Key database (shared.accounts): SQLAlchemy URL, e.g. sqlite:///.sdgate/sdgate.db or
     # postgresql://...; empty means only SDGATE_API_KEYS is consulted.

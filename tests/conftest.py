@@ -50,6 +50,18 @@ def ip_adapter_models(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def translator_models(models_dir, tmp_path_factory) -> Path:
+    """A models folder with the tiny pipeline (linked) and a tiny MarianMT `translator/zh-en`."""
+    from shared.engine.tiny import TINY_NAME
+    from shared.engine.tiny_translator import marian
+
+    root = tmp_path_factory.mktemp("trmodels")
+    (root / TINY_NAME).symlink_to(models_dir / TINY_NAME, target_is_directory=True)
+    marian(root / "translator" / "zh-en")
+    return root
+
+
+@pytest.fixture(scope="session")
 def engine(models_dir):
     """One warm engine for the whole session (loading is what we avoid paying per test)."""
     from shared.engine import Engine

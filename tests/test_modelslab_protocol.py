@@ -128,7 +128,7 @@ def test_variants_and_refusals():
                                   "tomesd": "yes", "vae": "x", "panorama": "yes",
                                   "self_attention": "yes"})
     refused = {f.field for f in req.refusals()}
-    assert refused == {"multi_lingual", "tomesd", "vae", "panorama"}  # upscale: the router's
+    assert refused == {"tomesd", "vae", "panorama"}  # upscale, multi_lingual: the router's
     img = parse(Img2ImgRequest, {"prompt": "a", "init_image": "x", "panorama": "yes"})
     assert [f.field for f in img.refusals()] == ["panorama"]
 

@@ -60,6 +60,7 @@ class Engine:
         self.cache = PipelineCache(self.device, self.dtype, max_loaded, registry.native_size,
                                    accel)
         self.max_image_pixels = max_image_pixels
+        self.translator_dir = None  # None: <models_dir>/translator (shared/engine/translator.py)
         self.shared_checker = safety.SharedChecker(registry.root)
 
     # -- public -------------------------------------------------------------------------------

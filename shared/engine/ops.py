@@ -25,6 +25,7 @@ MODULES: dict[str, str] = {
     "upscale": "shared.engine.upscalers",
     "face_swap": "shared.engine.faces.swap",
     "face_restore": "shared.engine.faces.restore",
+    "translate": "shared.engine.translator",
 }
 
 _OPS: dict[str, Callable] = {}

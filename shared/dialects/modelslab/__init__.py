@@ -31,6 +31,7 @@ from shared.images import b64decode_strict, check_image
 from shared.jobs import Job
 from shared.netguard import Guard, check_url, fetch
 from shared.storage import make_storage
+from shared.translation import TranslateRequest
 
 router = APIRouter(route_class=dialect_route(render_error), tags=["seed 003: ModelsLab"])
 
@@ -128,6 +129,8 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
     upscaler = settings.modelslab_upscaler if req.upscale else None
     if upscaler:  # upscale "yes" with no upscaler installed: refused now, not after generating
         check_text2img_upscaler(be.registry.root, upscaler)
+    if req.multi_lingual:
+        req = await _translated(be, req)
     guard = Guard.from_settings(settings)
     if req.webhook:
         await check_url(req.webhook, guard, "webhook")
@@ -150,6 +153,13 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
                        "fetch_result": _fetch_url(request, version, job_id)})
     runner.submit(job, internal)
     return job_body(await runner.wait(job_id, settings.sync_wait_seconds))
+
+
+async def _translated(be, req: Text2ImgRequest) -> Text2ImgRequest:
+    """multi_lingual "yes": prompt and negative prompt brought into English by the `translate`
+    operation (refused clearly when no translator is installed)."""
+    out = await be.op("translate", TranslateRequest(texts=[req.prompt, req.negative_prompt]))
+    return req.model_copy(update={"prompt": out.texts[0], "negative_prompt": out.texts[1]})
 
 
 async def _super_resolution(request: Request, version: str) -> dict:

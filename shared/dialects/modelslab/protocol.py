@@ -118,10 +118,6 @@ class Text2ImgRequest(BaseModel):
     def refusals(self) -> list[FieldError]:
         """Switches sdgate cannot honour here: refused, never silently ignored."""
         out = []
-        if self.multi_lingual:
-            out.append(FieldError("multi_lingual", "Translating prompts needs a translation "
-                                  "model, which sdgate does not ship; send prompts in English "
-                                  "with multi_lingual \"no\"."))
         if self.tomesd:
             out.append(FieldError("tomesd", "Token merging (tomesd) does not support this "
                                   "server's diffusers version; send tomesd \"no\"."))
