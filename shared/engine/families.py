@@ -77,6 +77,24 @@ SINGLE_FILE_TYPES = {
     "sd3": "sd3", "sd35_medium": "sd3", "sd35_large": "sd3",
     "flux-dev": "flux-dev", "flux-schnell": "flux-schnell",
 }
+# diffusers single-file type -> the hub repo whose configs (and, for files holding only the
+# transformer, other components) from_single_file builds the pipeline from: diffusers' own
+# DIFFUSERS_DEFAULT_PIPELINE_PATHS (a test checks they agree). The weights filler copies them
+# to <models_dir>/configs/<repo>/ so single files load without the network.
+CONFIG_REPOS = {
+    "v1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "inpainting": "stable-diffusion-v1-5/stable-diffusion-inpainting",
+    "v2": "stabilityai/stable-diffusion-2-1",
+    "inpainting_v2": "stabilityai/stable-diffusion-2-inpainting",
+    "xl_base": "stabilityai/stable-diffusion-xl-base-1.0",
+    "xl_inpaint": "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+    "xl_refiner": "stabilityai/stable-diffusion-xl-refiner-1.0",
+    "sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
+    "sd35_large": "stabilityai/stable-diffusion-3.5-large",
+    "sd35_medium": "stabilityai/stable-diffusion-3.5-medium",
+    "flux-dev": "black-forest-labs/FLUX.1-dev",
+    "flux-schnell": "black-forest-labs/FLUX.1-schnell",
+}
 # Schedulers of step-distilled models, and the spacing Turbo / Lightning / Hyper-SD ship with.
 DISTILLED_SCHEDULERS = {"LCMScheduler": "lcm", "TCDScheduler": "tcd"}
 
@@ -86,8 +104,9 @@ class Detected:
     """A family and what the model's own configs add."""
 
     family: str
-    distilled: str = ""  # "lcm", "tcd", "trailing", "schnell" or ""
+    distilled: str = ""  # "lcm", "tcd", "turbo", "trailing", "schnell" or ""
     source: str = ""  # what decided it (model_index _class_name, single-file type)
+    config_repo: str = ""  # single files: the hub repo of the configs they load with
     extra: dict = field(default_factory=dict)
 
 
@@ -237,6 +256,14 @@ _KEYS = {
     "flux": ["double_blocks.0.img_attn.norm.key_norm.scale",
              "model.diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale"],
 }
+# A transformer saved alone with diffusers' own key names (how many Flux / SD3 fine-tunes ship,
+# and what diffusers' single-file loader takes as is): family -> keys only it has.
+_DIFFUSERS_KEYS = {
+    "flux": "single_transformer_blocks.0.proj_mlp.weight",
+    "flux-guidance": "time_text_embed.guidance_embedder.linear_1.weight",
+    "sd3": "pos_embed.pos_embed",
+    "sd3-joint": "transformer_blocks.0.attn.add_q_proj.weight",
+}
 
 
 def _infer(sd) -> str | None:
@@ -265,17 +292,25 @@ def detect_file(path: Path) -> Detected:
     kind = _infer(sd)
     # diffusers tells SD3 / Flux sizes apart by the published shapes and falls back to "v1";
     # a checkpoint with no UNet key but a joint / double block is still that family.
+    layout = "original"
     if kind in (None, "v1") and _KEYS["v1"] not in sd:
         if any(k in sd for k in _KEYS["sd3"]):
             kind = "sd3"
         elif any(k in sd for k in _KEYS["flux"]):
             guided = any(k.endswith("guidance_in.in_layer.bias") for k in shapes)
             kind = "flux-dev" if guided else "flux-schnell"
+        elif _DIFFUSERS_KEYS["flux"] in sd:
+            kind = "flux-dev" if _DIFFUSERS_KEYS["flux-guidance"] in sd else "flux-schnell"
+            layout = "diffusers"
+        elif _DIFFUSERS_KEYS["sd3"] in sd and _DIFFUSERS_KEYS["sd3-joint"] in sd:
+            kind, layout = "sd3", "diffusers"
         else:
             kind = None
     family = SINGLE_FILE_TYPES.get(kind or "", UNKNOWN)
     return Detected(family, "schnell" if family == "flux-schnell" else "",
-                    f"single-file {kind or 'unrecognised'}")
+                    f"single-file {kind or 'unrecognised'}"
+                    + (" (diffusers keys)" if layout == "diffusers" else ""),
+                    config_repo=CONFIG_REPOS.get(kind or "", ""))
 
 
 def detect(path: Path) -> Detected:

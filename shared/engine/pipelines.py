@@ -15,7 +15,7 @@ from shared.engine import accel as speed
 from shared.engine import families, samplers
 from shared.engine.accel import AccelOptions
 from shared.engine.registry import ModelInfo
-from shared.errors import GenerationFailed, Unsupported
+from shared.errors import GenerationFailed, SdgateError, Unsupported
 from shared.generation import Mode, Variant
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,7 @@ def load_pipeline(info: ModelInfo, device: str, dtype):
     family = families.get(info.family)  # an unknown family is refused here, clearly
     dtype = family_dtype(info.family, device, dtype)
     if info.single_file:
-        cls = getattr(diffusers, SINGLE_FILE_CLASSES[info.family])
-        pipe = cls.from_single_file(str(info.path), dtype=dtype)
+        pipe = load_single_file(info, dtype)
     elif "txt2img" not in family.modes:  # the SDXL refiner: an img2img pipeline owns the weights
         pipe = AutoPipelineForImage2Image.from_pretrained(str(info.path), dtype=dtype)
     else:
@@ -124,6 +123,70 @@ def load_pipeline(info: ModelInfo, device: str, dtype):
         pipe = AutoPipelineForText2Image.from_pretrained(str(info.path), dtype=dtype, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def single_file_configs(info: ModelInfo):
+    """<models_dir>/configs/<repo>/ for a single file (None: not filled; diffusers then fetches
+    the configs from the hub itself, which needs the network)."""
+    from shared.engine.registry import CONFIGS_DIR
+
+    folder = info.path.parent / CONFIGS_DIR / info.config_repo
+    return folder if info.config_repo and (folder / "model_index.json").is_file() else None
+
+
+def load_single_file(info: ModelInfo, dtype):
+    """A single-file checkpoint with from_single_file, built from its family's hub configs in
+    <models_dir>/configs/<repo> (offline). The UNet / transformer / VAE come from the file
+    when it holds them (original or diffusers key names), else from that folder: BFL's Flux and
+    most SD3.5 files hold the transformer only."""
+    import diffusers
+    import transformers
+    from diffusers.loaders.single_file_utils import (is_clip_model_in_single_file,
+                                                     is_t5_in_single_file,
+                                                     load_single_file_checkpoint)
+
+    cls = getattr(diffusers, SINGLE_FILE_CLASSES[info.family])
+    config = single_file_configs(info)
+    if config is None:
+        try:  # diffusers' own way: configs from the hub (cached by huggingface_hub)
+            return cls.from_single_file(str(info.path), dtype=dtype)
+        except Exception as e:
+            raise Unsupported(
+                f"{info.name} is a single-file {info.family} checkpoint; loading it needs the "
+                f"configs of {info.config_repo or 'its base model'} (fill them with `sdgate pull "
+                f"--configs {info.family}` into {info.path.parent}/configs/): {e}",
+                param="model") from e
+    checkpoint = load_single_file_checkpoint(str(info.path), local_files_only=True)
+    index = cls.load_config(str(config))
+    parts = {}
+    for name, spec in index.items():
+        if not (isinstance(spec, list) and spec[1]):
+            continue
+        if spec[0] == "transformers":  # text encoders: diffusers reads them from the file when
+            part_cls = getattr(transformers, spec[1], None)  # they are there, else the folder
+            if (part_cls is not None and issubclass(part_cls, transformers.PreTrainedModel)
+                    and not is_clip_model_in_single_file(part_cls, checkpoint)
+                    and not ("T5" in spec[1] and is_t5_in_single_file(checkpoint))):
+                parts[name] = part_cls.from_pretrained(str(config / name), torch_dtype=dtype,
+                                                       local_files_only=True)
+            continue
+        part_cls = getattr(diffusers, spec[1], None) if spec[0] == "diffusers" else None
+        if part_cls is None or not hasattr(part_cls, "from_single_file"):
+            continue  # schedulers; text encoders are diffusers' (file first, then the folder)
+        try:
+            parts[name] = part_cls.from_single_file(dict(checkpoint), config=str(config),
+                                                    subfolder=name, torch_dtype=dtype,
+                                                    local_files_only=True)
+        except Exception as e:  # not in the file: the configs folder's own weights
+            if not any((config / name).glob("*.safetensors")):
+                raise Unsupported(f"{info.name} holds no {name} weights and {config / name} "
+                                  f"has none either: {e}", param="model") from e
+            parts[name] = part_cls.from_pretrained(str(config), subfolder=name,
+                                                   torch_dtype=dtype, local_files_only=True)
+    if info.family == "sd3" and not (config / "text_encoder_3").is_dir():
+        parts.update(text_encoder_3=None, tokenizer_3=None)  # T5 is optional for SD3
+    return cls.from_single_file(str(info.path), config=str(config), local_files_only=True,
+                                torch_dtype=dtype, **parts)
 
 
 class PipelineCache:
@@ -177,6 +240,8 @@ class PipelineCache:
         t0 = time.perf_counter()
         try:
             pipe = load_pipeline(info, self.device, self.dtype)
+        except SdgateError:  # refused clearly (unknown family, configs missing)
+            raise
         except Exception as e:
             raise GenerationFailed(f"could not load model {info.name!r}: {e}") from e
         checker = getattr(pipe, "safety_checker", None)

@@ -5,6 +5,8 @@ Layout (the same locally and in the Modal weights volume):
     <models_dir>/<name>.safetensors            a single-file checkpoint
     <models_dir>/Lora/<name>.safetensors       LoRA weights
     <models_dir>/embeddings/<name>.safetensors textual-inversion embeddings (.pt/.bin too)
+    <models_dir>/configs/<owner>/<repo>/       a hub repo's configs (and the components a
+                                               single file lacks) for single-file loading
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from shared.engine import families
 from shared.errors import ModelNotFound
 
 LORA_DIR = "Lora"
+CONFIGS_DIR = "configs"  # <models_dir>/configs/<owner>/<repo>/: hub configs for single files
 EMBEDDINGS_DIR = "embeddings"
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
@@ -32,7 +35,8 @@ class ModelInfo:
     single_file: bool
     hash: str  # A1111-style short hash (10 hex digits)
     family: str = "sd1"  # shared.engine.families key, detected from the files
-    distilled: str = ""  # step-distilled per its own config: "lcm", "tcd", "trailing", "schnell"
+    distilled: str = ""  # step-distilled per its own config: "lcm", "tcd", "turbo", "schnell"...
+    config_repo: str = ""  # single files: the hub repo whose configs they load with
 
     @property
     def title(self) -> str:
@@ -78,7 +82,8 @@ class ModelRegistry:
         if key not in self._families:
             self._families[key] = families.detect(path)
         found = self._families[key]
-        return ModelInfo(name, path, single_file, self._hash(path), found.family, found.distilled)
+        return ModelInfo(name, path, single_file, self._hash(path), found.family, found.distilled,
+                         found.config_repo)
 
     def refresh(self) -> list[ModelInfo]:
         """Rescan the directory."""

@@ -191,3 +191,81 @@ def write_keys_checkpoint(kind: str, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in keys.items()}, str(out))
     return out
+
+
+def _swap_halves(t):
+    """SD3's original AdaLayerNormContinuous splits (shift, scale); diffusers (scale, shift)."""
+    import torch
+
+    a, b = t.chunk(2, dim=0)
+    return torch.cat([b, a], dim=0)
+
+
+def sd3_original_keys(sd: dict) -> dict:
+    """An SD3 transformer's diffusers state dict under Stability's original key names
+    (`model.diffusion_model.joint_blocks...`): the inverse of diffusers'
+    convert_sd3_transformer_checkpoint_to_diffusers (a test checks the round trip)."""
+    import torch
+
+    out = {}
+    n = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("transformer_blocks."))
+    plain = {"pos_embed.pos_embed": "pos_embed", "pos_embed.proj.weight": "x_embedder.proj.weight",
+             "pos_embed.proj.bias": "x_embedder.proj.bias",
+             "context_embedder.weight": "context_embedder.weight",
+             "context_embedder.bias": "context_embedder.bias",
+             "proj_out.weight": "final_layer.linear.weight",
+             "proj_out.bias": "final_layer.linear.bias"}
+    for mine, theirs in (("timestep_embedder", "t_embedder"), ("text_embedder", "y_embedder")):
+        for a, b in (("linear_1", "0"), ("linear_2", "2")):
+            for p in ("weight", "bias"):
+                plain[f"time_text_embed.{mine}.{a}.{p}"] = f"{theirs}.mlp.{b}.{p}"
+    out.update({theirs: sd[mine] for mine, theirs in plain.items()})
+    for p in ("weight", "bias"):
+        out[f"final_layer.adaLN_modulation.1.{p}"] = _swap_halves(sd[f"norm_out.linear.{p}"])
+    for i in range(n):
+        d, o = f"transformer_blocks.{i}.", f"joint_blocks.{i}."
+        last = i == n - 1
+        for p in ("weight", "bias"):
+            out[f"{o}x_block.attn.qkv.{p}"] = torch.cat(
+                [sd[f"{d}attn.to_{x}.{p}"] for x in "qkv"])
+            out[f"{o}context_block.attn.qkv.{p}"] = torch.cat(
+                [sd[f"{d}attn.add_{x}_proj.{p}"] for x in "qkv"])
+            out[f"{o}x_block.attn.proj.{p}"] = sd[f"{d}attn.to_out.0.{p}"]
+            out[f"{o}x_block.adaLN_modulation.1.{p}"] = sd[f"{d}norm1.linear.{p}"]
+            ctx = sd[f"{d}norm1_context.linear.{p}"]
+            out[f"{o}context_block.adaLN_modulation.1.{p}"] = _swap_halves(ctx) if last else ctx
+            out[f"{o}x_block.mlp.fc1.{p}"] = sd[f"{d}ff.net.0.proj.{p}"]
+            out[f"{o}x_block.mlp.fc2.{p}"] = sd[f"{d}ff.net.2.{p}"]
+            if not last:  # the last block's context stream ends (context_pre_only)
+                out[f"{o}context_block.attn.proj.{p}"] = sd[f"{d}attn.to_add_out.{p}"]
+                out[f"{o}context_block.mlp.fc1.{p}"] = sd[f"{d}ff_context.net.0.proj.{p}"]
+                out[f"{o}context_block.mlp.fc2.{p}"] = sd[f"{d}ff_context.net.2.{p}"]
+    return {f"model.diffusion_model.{k}": v for k, v in out.items()}
+
+
+def write_single_file(kind: str, models_dir: Path, name: str) -> Path:
+    """A tiny SD3 or Flux as a single-file checkpoint `<models_dir>/<name>.safetensors` holding
+    the transformer only (as Stability's and BFL's files do), plus its configs folder
+    `<models_dir>/configs/<repo>/` without transformer weights (what `sdgate pull --configs`
+    fills): the transformer can only come from the file.
+
+    SD3: Stability's original key names. Flux: diffusers' key names (diffusers' converter from
+    BFL's names hard-codes FLUX.1's 3072-wide blocks, which no tiny model has)."""
+    from safetensors.torch import save_file
+
+    from shared.engine.families import CONFIG_REPOS
+
+    repo = {"sd3": CONFIG_REPOS["sd3"], "flux-dev": CONFIG_REPOS["flux-dev"],
+            "flux-schnell": CONFIG_REPOS["flux-schnell"]}[kind]
+    models_dir = Path(models_dir)
+    pipe = BUILDERS[kind]()
+    config = models_dir / "configs" / repo
+    pipe.save_pretrained(config, safe_serialization=True)
+    for f in (config / "transformer").glob("*.safetensors"):
+        f.unlink()
+    sd = {k: v.contiguous() for k, v in pipe.transformer.state_dict().items()}
+    if kind == "sd3":
+        sd = sd3_original_keys(sd)
+    out = models_dir / f"{name}.safetensors"
+    save_file(sd, str(out))
+    return out
