@@ -79,6 +79,14 @@ def test_edit_with_a_mask(oai):
     assert b64_png(out.data[0]).size == (64, 64)
 
 
+def test_edit_with_several_images(oai, ip_adapter_models):
+    client = oai()
+    images = [image_file(Image.new("RGB", (64, 64), c), f"{c}.png") for c in ("red", "blue")]
+    out = client.images.edit(model="gpt-image-1", image=images, prompt="the red one, in blue",
+                             quality="low", size="64x64")
+    assert b64_png(out.data[0]).size == (64, 64)  # gpt-image answers b64_json by default
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the client marks variations retired
 def test_variation(oai):
     client = oai()

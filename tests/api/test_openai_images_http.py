@@ -122,7 +122,39 @@ def test_gpt_image_models_answer_in_b64_json_with_the_default_model(api):
 
 # -- refusals: each in OpenAI's envelope, none reaching the engine --------------------------------
 
-def test_more_than_one_image_is_refused(api):
+def test_gpt_image_edit_with_references_goes_through_ip_adapter(api, engine,
+                                                                  ip_adapter_models):
+    import numpy as np
+
+    client, rec = api()
+    blue = png(Image.new("RGB", (64, 64), (20, 40, 230)))
+    dots = Image.new("RGB", (64, 64), "white")
+    dots.paste((0, 0, 0), (8, 8, 30, 30))
+    resp = client.post("/v1/images/edits", data={"prompt": "x", "model": "gpt-image-1",
+                                                  "size": "64x64", "quality": "low",
+                                                  "input_fidelity": "high"},
+                       files=[("image[]", ("a.png", RED, "image/png")),
+                              ("image[]", ("b.png", blue, "image/png")),
+                              ("image[]", ("c.png", png(dots), "image/png"))])
+    assert resp.status_code == 200, resp.text
+    assert decode(resp.json()["data"][0]).size == (64, 64)
+    req = rec.requests[0]
+    assert req.mode.value == "img2img" and req.init_image == RED  # the first image is edited
+    assert [r.images for r in req.ip_adapters] == [[blue, png(dots)]]  # the others: references
+    assert req.ip_adapters[0].scale == 1.0  # input_fidelity high
+
+    def pixels(r):
+        out = engine.generate(r.model_copy(update={"seed": 3})).images[0].data
+        return np.asarray(Image.open(io.BytesIO(out)).convert("RGB")).astype(int)
+
+    with_refs, without = pixels(req), pixels(req.model_copy(update={"ip_adapters": []}))
+    assert np.abs(with_refs - without).mean() > 0.5  # the references change the picture
+    other = req.model_copy(update={"ip_adapters": [req.ip_adapters[0].model_copy(
+        update={"images": [RED]})]})
+    assert (pixels(other) != with_refs).any()  # and which references matters
+
+
+def test_more_than_one_image_is_refused_without_gpt_image(api):
     client, rec = api()
     resp = client.post("/v1/images/edits", data={"prompt": "x"},
                        files=[("image[]", ("a.png", RED, "image/png")),

@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import FieldError, Unsupported, ValidationFailed
-from shared.generation import GenerationRequest, Mode, OutputFormat
+from shared.generation import GenerationRequest, IPAdapterRef, Mode, OutputFormat
 
 # OpenAI's own model names are served by the configured default model: an app that only changes
 # base_url keeps its `model=` argument. Prefixes, so newer OpenAI names keep working too.
@@ -36,6 +36,11 @@ EDIT_STRENGTH = 1.0
 # A gpt-image edit without a mask reworks the whole image (img2img); input_fidelity "high" keeps
 # more of the input.
 WHOLE_EDIT_STRENGTH = {None: 0.75, "low": 0.75, "high": 0.5}
+# gpt-image edits with several images: the first is edited, the others are references, combined
+# through one IP-Adapter (shared.engine.ipadapter) at this scale; input_fidelity "high" makes the
+# inputs' features count more.
+REFERENCE_SCALE = {None: 0.6, "low": 0.6, "high": 1.0}
+MAX_EDIT_IMAGES = 16  # upstream's limit for gpt-image models
 
 Quality = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"]
 ResponseFormat = Literal["url", "b64_json"]
@@ -164,15 +169,27 @@ class ImageEditRequest(_PromptedRequest):
         """gpt-image models edit the whole image when no mask is sent (img2img)."""
         return not has_mask and (self.model or "").strip().lower().startswith(B64_DEFAULT_PREFIXES)
 
-    def to_internal(self, image: bytes, mask: bytes | None, image_size: tuple[int, int]
-                    ) -> GenerationRequest:
+    def check_references(self, n: int) -> None:
+        """Several images are a gpt-image feature (up to 16); dall-e-2 edits one."""
+        if n and not (self.model or "").strip().lower().startswith(B64_DEFAULT_PREFIXES):
+            raise Unsupported("several images are a gpt-image model feature; send one image, "
+                              "or model gpt-image-1", param="image")
+        if n + 1 > MAX_EDIT_IMAGES:
+            raise Unsupported(f"at most {MAX_EDIT_IMAGES} images", param="image")
+
+    def to_internal(self, image: bytes, mask: bytes | None, image_size: tuple[int, int],
+                    references: list[bytes] | None = None) -> GenerationRequest:
         width, height = parse_size(self.size, fit_size(*image_size))
+        common = self.common()
+        if references:
+            common["ip_adapters"] = [IPAdapterRef(images=references,
+                                                  scale=REFERENCE_SCALE[self.input_fidelity])]
         if mask is None:
             return GenerationRequest(mode=Mode.img2img, width=width, height=height,
-                                     init_image=image, **self.common(),
+                                     init_image=image, **common,
                                      strength=WHOLE_EDIT_STRENGTH[self.input_fidelity])
         return GenerationRequest(mode=Mode.inpaint, width=width, height=height, init_image=image,
-                                 mask=mask, strength=EDIT_STRENGTH, **self.common())
+                                 mask=mask, strength=EDIT_STRENGTH, **common)
 
 
 class ImageVariationRequest(_ImagesRequest):

@@ -90,19 +90,24 @@ def _file(value, field: str) -> bytes:
     return value
 
 
-async def _uploads(request: Request) -> tuple[dict, bytes, bytes | None]:
-    """Text fields, the one image and the optional mask of a multipart Images request."""
+async def _uploads(request: Request) -> tuple[dict, list[bytes], bytes | None]:
+    """Text fields, the images (`image`, or the openai client's list `image[]`) and the optional
+    mask of a multipart Images request."""
     data = await read_fields(request)
-    form = await request.form()  # starlette keeps the form read_fields parsed; used to count
-    if len(form.getlist("image")) + len(form.getlist("image[]")) > 1:
-        raise Unsupported("sdgate edits one image per request; send a single image",
-                          param="image")
+    form = await request.form()  # starlette keeps the form read_fields parsed: every file
+    files = [*form.getlist("image"), *form.getlist("image[]")]
     if "markup" in data:
         raise Unsupported("markup is not supported; send a mask instead", param="markup")
-    image = data.pop("image", None)
-    image = data.pop("image[]", image)  # the openai client names a list of images `image[]`
+    data.pop("image", None)
+    data.pop("image[]", None)
     mask = data.pop("mask", None)
-    return data, _file(image, "image"), None if mask is None else _file(mask, "mask")
+    images = []
+    for f in files or [None]:
+        if hasattr(f, "read"):  # read_fields read it once already
+            await f.seek(0)
+            f = await f.read()
+        images.append(_file(f, "image"))
+    return data, images, None if mask is None else _file(mask, "mask")
 
 
 async def _respond(request: Request, internal: GenerationRequest, kind: ResponseFormat,
@@ -169,25 +174,31 @@ def _stream(request: Request, internal: GenerationRequest, quality: str) -> Stre
 @router.post("/v1/images/edits")
 async def edits(request: Request):
     check_key(request, header_key(request))
-    data, image, mask = await _uploads(request)
+    data, images, mask = await _uploads(request)
     req = validate(ImageEditRequest, data)
+    req.check_references(len(images) - 1)
     backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
     max_px = request.app.state.settings.max_image_pixels
-    img = open_image(image, max_px, "image")
+    img = open_image(images[0], max_px, "image")
+    for i, ref in enumerate(images[1:], 1):  # references: refused now if undecodable
+        open_image(ref, max_px, f"image[{i}]")
     if req.whole_image(mask is not None):  # gpt-image, no mask: the whole image is edited
         mask_png = None
     else:
         mask_png = edit_mask(img, None if mask is None else open_image(mask, max_px, "mask"))
-    return await _respond(request, req.to_internal(image, mask_png, img.size),
+    return await _respond(request, req.to_internal(images[0], mask_png, img.size, images[1:]),
                           req.response_kind(), img.size)
 
 
 @router.post("/v1/images/variations")
 async def variations(request: Request):
     check_key(request, header_key(request))
-    data, image, mask = await _uploads(request)
+    data, images, mask = await _uploads(request)
     if mask is not None:
         raise Unsupported("variations take no mask; use /v1/images/edits", param="mask")
+    if len(images) > 1:
+        raise Unsupported("variations take one image", param="image")
+    image = images[0]
     req = validate(ImageVariationRequest, data)
     backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
     img = open_image(image, request.app.state.settings.max_image_pixels, "image")
