@@ -104,3 +104,22 @@ def test_wrong_model_type_and_fields_name_the_choices(c):
                                  control_image=img, mask_image=img)
     assert "controlnet_model" in error(controlnet_model="")
     assert error(controlnet_model="tiny-cn", model_id="nope") == "Model id not found"
+
+
+def test_ip_adapter_fields(c, ip_adapter_models):
+    dot = Image.new("RGB", (64, 64), (20, 20, 20))
+    ImageDraw.Draw(dot).ellipse((8, 8, 40, 56), fill=(230, 30, 30))
+    body = dict(controlnet_model="tiny-cn", init_image=b64(square()))
+    cn, _ = run(c, **body)
+    ip, out = run(c, **body, ip_adapter_id="tiny-ip-adapter", ip_adapter_image=b64(dot),
+                  ip_adapter_scale=0.8)
+    assert np.abs(ip - cn).mean() > 0.5
+    assert (out["meta"]["ip_adapter_id"], out["meta"]["ip_adapter_scale"]) == \
+        ("tiny-ip-adapter", 0.8)
+    zero, _ = run(c, **body, ip_adapter_image=b64(dot), ip_adapter_scale=0)
+    assert (zero == cn).all()
+    for fields, name in (({"ip_adapter_id": "nope", "ip_adapter_image": b64(dot)},
+                          "ip_adapter_id"),
+                         ({"ip_adapter_id": "tiny-ip-adapter"}, "ip_adapter_image")):
+        r = c.post("/api/v5/controlnet", json={**BASE, **body, **fields}).json()
+        assert r["status"] == "error" and name in r["message"], r

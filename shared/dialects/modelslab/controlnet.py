@@ -3,7 +3,8 @@
 Upstream: docs.modelslab.com/image-generation/controlnet/controlnet-main and controlnet-multi
 (the same body): the v4 fields plus controlnet_model (comma-separated for multi-ControlNet),
 controlnet_type, auto_hint, guess_mode, init_image, control_image, mask_image, strength,
-controlnet_conditioning_scale (one value, or one per model), ip_adapter_* and temp.
+controlnet_conditioning_scale (one value, or one per model), ip_adapter_id / _scale / _image
+(an IP-Adapter image prompt beside the control) and temp.
 
 Which pipeline runs (upstream documents no rule; this is sdgate's, in docs/modelslab.md):
 mask_image given -> inpaint init_image; control_image and init_image -> img2img of init_image;
@@ -19,9 +20,10 @@ from pydantic import Field, ValidationError
 
 from shared.dialects.modelslab.protocol import Blank, Switch, Text2ImgRequest, laravel_errors
 from shared.engine import preprocessors
-from shared.engine.controlnet_types import models
+from shared.engine.controlnet_types import ip_adapters, models
 from shared.errors import FieldError, SdgateError, ValidationFailed
-from shared.generation import ControlMode, ControlNetUnit, GenerationRequest, Mode
+from shared.generation import (ControlMode, ControlNetUnit, GenerationRequest, IPAdapterRef,
+                               Mode)
 
 # ModelsLab's controlnet_type names -> sd-webui-controlnet preprocessor names (others are taken
 # as preprocessor names themselves). Those needing annotator weights are refused by name.
@@ -54,7 +56,7 @@ class ControlNetRequest(Text2ImgRequest):
     strength: Annotated[float, Blank, Field(ge=0, le=1)] = 0.7
     controlnet_conditioning_scale: Annotated[str | float | None, Blank] = None  # "0.7" or "1,0.5"
     ip_adapter_id: Annotated[str | None, Blank] = None
-    ip_adapter_scale: Annotated[float | None, Blank] = None
+    ip_adapter_scale: Annotated[float, Blank, Field(ge=0, le=2)] = 1.0  # diffusers' default
     ip_adapter_image: Annotated[str | None, Blank] = None
     temp: Switch = False  # temporary links: storage lifetime only, no effect on the picture
 
@@ -79,6 +81,11 @@ class ControlNetRequest(Text2ImgRequest):
             out["mask"] = ("mask_image", self.mask_image)
         control = self.control_image or self.init_image
         out["control_image"] = ("control_image" if self.control_image else "init_image", control)
+        if self.ip_adapter_id and not self.ip_adapter_image:
+            raise _invalid("ip_adapter_image", "The ip adapter image field is required with "
+                           "ip_adapter_id.")
+        if self.ip_adapter_image:
+            out["ip_adapter_image"] = ("ip_adapter_image", self.ip_adapter_image)
         return out
 
     def refusals(self) -> list[FieldError]:
@@ -86,9 +93,6 @@ class ControlNetRequest(Text2ImgRequest):
         for name in ("panorama", "self_attention"):
             if getattr(self, name):
                 out.append(FieldError(name, f"{name} cannot be combined with ControlNet."))
-        if self.ip_adapter_id or self.ip_adapter_image:
-            out.append(FieldError("ip_adapter_id", "IP-Adapter is not available on this "
-                                  "server; send ip_adapter_id null."))
         return out
 
     def units(self, root: Path, control: bytes) -> list[ControlNetUnit]:
@@ -150,14 +154,28 @@ class ControlNetRequest(Text2ImgRequest):
                 "controlnet_conditioning_scale": str(self.controlnet_conditioning_scale or 1),
                 "strength": self.strength, "init_image": shown(self.init_image),
                 "control_image": shown(self.control_image),
-                "mask_image": shown(self.mask_image)}
+                "mask_image": shown(self.mask_image), "ip_adapter_id": self.ip_adapter_id,
+                "ip_adapter_scale": self.ip_adapter_scale,
+                "ip_adapter_image": shown(self.ip_adapter_image)}
 
     def to_internal(self, model: str | None, enhance_suffix: str, upscaler: str | None = None,
-                    *, root: Path, control_image: bytes, **images) -> GenerationRequest:
+                    *, root: Path, control_image: bytes, ip_adapter_image: bytes | None = None,
+                    **images) -> GenerationRequest:
         units = self.units(root, control_image)
+        refs = []
+        if ip_adapter_image is not None:  # an image prompt beside the control (issue 13)
+            found = ip_adapters(root)
+            if not found:
+                raise _invalid("ip_adapter_id", "No IP-Adapter is installed on this server "
+                               "(<models_dir>/IP-Adapter); send ip_adapter_image null.")
+            if self.ip_adapter_id and self.ip_adapter_id not in found:
+                raise _invalid("ip_adapter_id", f"The selected ip adapter id "
+                               f"{self.ip_adapter_id!r} is invalid; choose from {list(found)}.")
+            refs = [IPAdapterRef(model=self.ip_adapter_id, images=[ip_adapter_image],
+                                 scale=self.ip_adapter_scale)]
         base = super().to_internal(model, enhance_suffix, upscaler, **images)
         try:  # validated again: the mode's image rules and the units
             return GenerationRequest(**{**base.model_dump(), "mode": self.run_mode,
-                                        "controlnets": units})
+                                        "controlnets": units, "ip_adapters": refs})
         except ValidationError as e:
             raise ValidationFailed("invalid request", fields=laravel_errors(e)) from e
