@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     # Background jobs (ModelsLab's processing / fetch flow): recovered on start, cancelled on stop.
     app.state.jobs = job_runner or JobRunner(job_store or make_job_store(settings), backend,
                                              settings, state=app.state.shared_state)
+    from shared.accounts import metering
+    app.state.jobs.on_finish = metering.job_finished(app)  # a job's usage record
     app.router.on_startup.append(app.state.jobs.start)
     app.router.on_shutdown.append(app.state.jobs.stop)
 
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     for prefix in reactor.PREFIXES:  # ReActor extension: /reactor/* and /v1/reactor/*
         app.include_router(reactor.router, prefix=prefix)
     app.include_router(a1111.controlnet_router)  # sd-webui-controlnet: /controlnet/* at the root
+    from shared.accounts import api as accounts
+    app.include_router(accounts.router)  # /v1/usage, /v1/admin/keys
 
     storage = getattr(backend, "storage", None)
     if isinstance(storage, LocalStorage):

@@ -1,4 +1,4 @@
-"""The `sdgate` command: serve | tiny-model | bench | keys | webhook-secret."""
+"""The `sdgate` command: serve | tiny-model | bench | keys | db | usage | webhook-secret."""
 
 from __future__ import annotations
 
@@ -41,9 +41,12 @@ def cmd_serve(args) -> None:
     if not settings.keys() and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s with no API keys: anyone who can reach it can generate",
                     args.host)
+    from shared.observability import configure_logging
+    log_config = configure_logging(settings.log_format, args.log_level.upper())
     app = create_app(settings)
     app.state.backend.engine.warm(settings.default_model)  # first request must not pay the load
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                log_config=log_config)
 
 
 def cmd_tiny_model(args) -> None:
@@ -96,18 +99,39 @@ def cmd_keys(args) -> None:
     from shared.config import Settings
     url = args.database_url or Settings().database_url or store.default_url()
     if args.action == "create":
-        secret, rec = store.create(url, args.name or "unnamed",
-                                   [x for x in (args.scopes or "").split(",") if x])
+        from shared.accounts.access import parse_scopes
+        try:
+            scopes = parse_scopes(args.scopes)
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
+        secret, rec = store.create(url, args.name or "unnamed", scopes)
         print(f"{rec.id}\t{secret}")  # the only time the secret is shown
     elif args.action == "list":
         for rec in store.list_keys(url):
-            print(f"{rec.id}\t{rec.name}\t{rec.status}\t{rec.scopes}")
+            limits = " ".join(f"{n}={getattr(rec, n)}" for n in store.LIMITS
+                              if getattr(rec, n) is not None and n != "quota_period")
+            if rec.quota_images is not None or rec.quota_gpu_seconds is not None:
+                limits += f" per {rec.quota_period}"
+            print(f"{rec.id}\t{rec.name}\t{rec.status}\t{rec.scopes}\t{limits.strip()}")
     elif args.action == "limit":
-        if not store.set_limit(url, args.id, args.rpm):
+        limits = {n: getattr(args, n) for n in store.LIMITS if getattr(args, n) is not None}
+        if not limits:
+            raise SystemExit("name a limit: --rpm, --max-concurrent, --quota-images, "
+                             "--quota-gpu-seconds, --period (a value of none: unlimited)")
+        if not store.set_limit(url, args.id, **{n: None if v == "none" else v
+                                                 for n, v in limits.items()}):
             raise SystemExit(f"no key {args.id}")
     elif args.action == "revoke":
         if not store.revoke(url, args.id):
             raise SystemExit(f"no key {args.id}")
+
+
+def _limit(kind):
+    """An argparse type: a number, or `none` for unlimited."""
+    def parse(text: str):
+        return "none" if text.lower() in ("none", "unlimited") else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def add_keys(sub) -> None:
@@ -116,9 +140,73 @@ def add_keys(sub) -> None:
     keys.add_argument("id", nargs="?", help="key id (revoke)")
     keys.add_argument("--name")
     keys.add_argument("--scopes", help="comma-separated API shapes, or admin")
-    keys.add_argument("--rpm", type=int, help="requests per minute (limit; omit: unlimited)")
+    keys.add_argument("--rpm", type=_limit(int), help="requests per minute (none: unlimited)")
+    keys.add_argument("--max-concurrent", dest="max_concurrent", type=_limit(int),
+                      help="generations running at once")
+    keys.add_argument("--quota-images", dest="quota_images", type=_limit(int),
+                      help="images per --period")
+    keys.add_argument("--quota-gpu-seconds", dest="quota_gpu_seconds", type=_limit(float),
+                      help="GPU-seconds per --period")
+    keys.add_argument("--period", dest="quota_period", choices=["day", "month"],
+                      help="the quota's period, UTC calendar (default month)")
     keys.add_argument("--database-url", help="env SDGATE_DATABASE_URL")
     keys.set_defaults(func=cmd_keys)
+
+
+def cmd_usage(args) -> None:
+    """`sdgate usage [export --csv]`: totals per key, or every record for billing."""
+    import csv
+    import json
+
+    from shared.accounts import store, usage
+    from shared.accounts.api import parse_time
+    from shared.config import Settings
+    url = args.database_url or Settings().database_url or store.default_url()
+    try:
+        since, until = parse_time("since", args.since), parse_time("until", args.until, end=True)
+    except Exception as e:  # noqa: BLE001 - ValidationFailed: the message is what matters
+        raise SystemExit(str(e)) from e
+    rows = list(reversed(usage.query(url, args.key, since, until)))  # oldest first
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        if args.action == "export" and args.json:
+            for r in rows:
+                out.write(json.dumps(usage.as_dict(r)) + "\n")
+        elif args.action == "export":
+            w = csv.writer(out)
+            w.writerow(usage.COLUMNS)
+            for r in rows:
+                d = usage.as_dict(r)
+                w.writerow([d[c] for c in usage.COLUMNS])
+        else:
+            names = {k.id: k.name for k in store.list_keys(url)}
+            by_key: dict[str, list] = {}
+            for r in rows:
+                by_key.setdefault(r.key_id, []).append(r)
+            out.write("key_id\tname\tgenerations\tok\tfailed\trefused\tinterrupted\timages"
+                      "\tgpu_seconds\n")
+            for kid, mine in sorted(by_key.items()):
+                t = usage.totals(mine)
+                counts = "\t".join(str(t["by_status"].get(s, 0))
+                                   for s in ("ok", "failed", "refused", "interrupted"))
+                out.write(f"{kid or '(open)'}\t{names.get(kid, '')}\t{t['generations']}\t"
+                          f"{counts}\t{t['images']}\t{t['gpu_seconds']}\n")
+    finally:
+        if args.out:
+            out.close()
+
+
+def add_usage(sub) -> None:
+    u = sub.add_parser("usage", help="usage records: totals per key, or export for billing")
+    u.add_argument("action", nargs="?", choices=["summary", "export"], default="summary")
+    u.add_argument("--csv", action="store_true", help="export as CSV (the default)")
+    u.add_argument("--json", action="store_true", help="export as JSON lines")
+    u.add_argument("--key", help="only this key id")
+    u.add_argument("--since", help="ISO date or datetime, UTC (inclusive)")
+    u.add_argument("--until", help="ISO date (inclusive) or datetime (exclusive), UTC")
+    u.add_argument("--out", help="write here instead of stdout")
+    u.add_argument("--database-url", help="env SDGATE_DATABASE_URL")
+    u.set_defaults(func=cmd_usage)
 
 
 def cmd_db(args) -> None:
@@ -199,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     add_keys(sub)
     add_webhook_secret(sub)
     add_db(sub)
+    add_usage(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -104,10 +104,18 @@ class Settings(BaseSettings):
     # Key database (shared.accounts): SQLAlchemy URL, e.g. sqlite:///.sdgate/sdgate.db or
     # postgresql://...; empty means only SDGATE_API_KEYS is consulted.
     database_url: str = ""
+    # Bootstrap admin keys (comma-separated) for the admin API and operator page, with a
+    # database; stored keys get admin with `sdgate keys create --scopes admin`.
+    admin_keys: str = ""
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
 
     def private_host_allowlist(self) -> set[str]:
         """`allowed_private_hosts` as a set of "ip:port" strings."""
         return {h.strip() for h in self.allowed_private_hosts.split(",") if h.strip()}
+
+    def admins(self) -> list[str]:
+        """The configured admin keys as a list."""
+        return [k.strip() for k in self.admin_keys.split(",") if k.strip()]
 
     def keys(self) -> list[str]:
         """The configured API keys as a list."""

@@ -7,12 +7,14 @@
      |    +-- Unsupported          a feature sdgate refuses rather than ignores
      |    +-- UrlRefused           a webhook / image URL aimed at a private address (SSRF)
      +-- Unauthorized              missing or wrong API key
+     +-- Forbidden                 a valid key without the scope this route needs
      +-- NotFound
      |    +-- ModelNotFound
      |    +-- SamplerNotFound
      |    +-- JobNotFound
      +-- PayloadTooLarge           request body over the limit
-     +-- RateLimited               spam filter / quota
+     +-- RateLimited               spam filter, requests per minute, concurrent jobs
+     |    +-- QuotaExceeded        the key's image / GPU-second quota for the period is spent
      +-- StorageFailed             the upload did not happen; no URL is returned
      +-- GenerationFailed          the engine broke; the user did nothing wrong
      +-- Unavailable               overloaded or shutting down
@@ -85,6 +87,12 @@ class Unauthorized(SdgateError):
     code = "invalid_api_key"
 
 
+class Forbidden(SdgateError):
+    """A valid key that may not use this API shape or route (its scopes)."""
+
+    code = "permission_denied"
+
+
 class NotFound(SdgateError):
     """A named thing that does not exist."""
 
@@ -119,6 +127,13 @@ class RateLimited(SdgateError):
     """Too many requests, or the same request repeated too soon."""
 
     code = "rate_limited"
+
+
+class QuotaExceeded(RateLimited):
+    """The key's quota for this day or month is used up (429, OpenAI's insufficient_quota);
+    Retry-After is the time until the period resets."""
+
+    code = "insufficient_quota"
 
 
 class StorageFailed(SdgateError):
@@ -158,6 +173,7 @@ STATUS: dict[type[SdgateError], int] = {
     InvalidRequest: 400,
     ValidationFailed: 422,
     Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     PayloadTooLarge: 413,
     RateLimited: 429,

@@ -162,6 +162,8 @@ class JobRunner:
         self.running: dict[str, asyncio.Task] = {}  # job id -> its generation task
         self.avg_seconds = 5.0  # moving average of job durations, for `eta`
         self._lock = threading.Lock()
+        # called with (job, task id) once a job is final: its usage record (shared.accounts)
+        self.on_finish: Callable[[Job, str | None], None] | None = None
         self._started = False
         self._watchdog: asyncio.Task | None = None
 
@@ -298,9 +300,12 @@ class JobRunner:
             job = self.store.get(job_id)
             if job is None or job.status is not JobStatus.processing:
                 return None
+            task_id = (job.internal or {}).get("task_id")
             # The stored request (init images included) is only needed to re-run: drop it.
             job = job.model_copy(update={**updates, "finished": time.time(), "internal": None})
             self.store.put(job)
+        if self.on_finish is not None:
+            self.on_finish(job, task_id)
         if job.webhook and job.dialect in PAYLOADS:
             self._spawn(self._notify(job))
         return job

@@ -8,7 +8,7 @@ import pathlib
 import secrets
 from functools import lru_cache
 
-from sqlalchemy import DateTime, Integer, String, create_engine, select
+from sqlalchemy import BigInteger, DateTime, Float, Integer, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 
@@ -27,6 +27,43 @@ class ApiKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     # limits; None means unlimited
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)  # generations
+    quota_images: Mapped[int | None] = mapped_column(Integer, nullable=True)  # per period
+    quota_gpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # per period
+    quota_period: Mapped[str] = mapped_column(String(8), default="month",
+                                              server_default="month")  # day | month (UTC)
+
+    def scope_list(self) -> list[str]:
+        return [x for x in self.scopes.split(",") if x]
+
+
+class Usage(Base):
+    """One generation: who, which shape and route, how much, how it ended, how long."""
+
+    __tablename__ = "usage"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[str] = mapped_column(String(40), index=True)  # "" on an open server
+    shape: Mapped[str] = mapped_column(String(16))
+    route: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(200), default="")
+    images: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    pixels: Mapped[int] = mapped_column(BigInteger)  # images x width x height
+    pixel_steps: Mapped[int] = mapped_column(BigInteger)  # the admission budget's measure
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # measured on the worker
+    duration_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # wall, as served
+    # running | ok | failed | refused | interrupted
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error_code: Mapped[str] = mapped_column(String(40), default="")
+    error: Mapped[str] = mapped_column(String(400), default="")
+    job_id: Mapped[str] = mapped_column(String(64), default="")
+    request_id: Mapped[str] = mapped_column(String(128), default="")
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                           nullable=True)
 
 
 def hash_key(key: str) -> str:
@@ -100,6 +137,9 @@ def revision_of(url: str) -> str | None:
 
 def create(url: str, name: str, scopes: list[str] | None = None) -> tuple[str, ApiKey]:
     """A new key: returns the secret (shown once) and its stored record."""
+    from shared.accounts.access import parse_scopes
+
+    scopes = parse_scopes(",".join(scopes or []))
     secret = "sdg_" + secrets.token_urlsafe(32)
     rec = ApiKey(id=key_id(secret), key_hash=hash_key(secret), name=name, status="active",
                  scopes=",".join(scopes or []), created_at=dt.datetime.now(dt.timezone.utc))
@@ -134,11 +174,29 @@ def resolve(url: str, presented: str) -> ApiKey | None:
     return rec
 
 
-def set_limit(url: str, kid: str, rpm: int | None) -> bool:
+LIMITS = ("rpm", "max_concurrent", "quota_images", "quota_gpu_seconds", "quota_period")
+
+
+def set_limit(url: str, kid: str, *rpm: int | None, **limits) -> bool:
+    """Set the limits named (None: unlimited), leaving the others; `set_limit(url, kid, 60)`
+    sets requests per minute as the first release did."""
+    if rpm:
+        limits["rpm"] = rpm[0]
+    unknown = set(limits) - set(LIMITS)
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)}; choose from {LIMITS}")
+    if limits.get("quota_period", "month") not in ("day", "month"):
+        raise ValueError("quota_period must be day or month")
     with Session(engine_for(url)) as s:
         rec = s.get(ApiKey, kid)
         if rec is None:
             return False
-        rec.rpm = rpm
+        for name, value in limits.items():
+            setattr(rec, name, value if value is not None or name != "quota_period" else "month")
         s.commit()
         return True
+
+
+def get(url: str, kid: str) -> ApiKey | None:
+    with Session(engine_for(url), expire_on_commit=False) as s:
+        return s.get(ApiKey, kid)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 import anyio
 
+from shared.accounts import metering
 from shared.admission import check_limits
 from shared.errors import (ClientGone, GenerationFailed, Interrupted, InvalidRequest,
                            PayloadTooLarge, SdgateError, Unauthorized, from_pydantic)
@@ -222,11 +223,8 @@ def check_key(request: Request, presented) -> None:
     if any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys):
         return
     if settings.database_url:
-        from shared.accounts import store  # only servers with a key database pay for SQLAlchemy
-        rec = store.resolve(settings.database_url, presented)
-        if rec is not None:
-            from shared.accounts import ratelimit
-            ratelimit.hit(rec.id, rec.rpm)
+        from shared.accounts import access  # only servers with a key database pay for SQLAlchemy
+        if access.admit_stored(request, presented):  # scopes, requests per minute
             return
     raise Unauthorized("Invalid API key")
 
@@ -246,8 +244,10 @@ async def admit(request: Request, internal: GenerationRequest) -> GenerationRequ
     owner, a task id, the compute and prompt limits, and the model looked up (in a thread)."""
     internal = internal.model_copy(update={"owner": owner(request),
                                            "task_id": internal.task_id or uuid.uuid4().hex})
-    check_limits(internal, request.app.state.settings)
-    await anyio.to_thread.run_sync(backend(request).registry.resolve, internal.model)
+    async with metering.refusing(request, internal):  # a refusal is metered too
+        check_limits(internal, request.app.state.settings)
+        await anyio.to_thread.run_sync(backend(request).registry.resolve, internal.model)
+    await metering.begin(request, internal)  # the key's concurrency and quota; usage record
     return internal
 
 
@@ -257,17 +257,20 @@ async def generate(request: Request, internal: GenerationRequest, *, keep_bytes:
     interrupted when the client disconnects; an interrupted result is an error unless the shape
     can say so itself (A1111)."""
     internal = await admit(request, internal)
-    with request.app.state.admission:
-        work = asyncio.ensure_future(backend(request).generate(internal, keep_bytes=keep_bytes))
-        while True:
-            done, _ = await asyncio.wait({work}, timeout=0.25)
-            if done:
-                break
-            if await request.is_disconnected():
-                await TASKS.ainterrupt(internal.task_id, internal.owner)
-                work.add_done_callback(_swallow)  # it ends at its next step; nobody awaits it
-                raise ClientGone("client disconnected; its generation was interrupted")
-        result = work.result()
+    async with metering.finishing(request, internal) as finished:  # its usage record
+        with request.app.state.admission:
+            work = asyncio.ensure_future(backend(request).generate(internal,
+                                                                   keep_bytes=keep_bytes))
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=0.25)
+                if done:
+                    break
+                if await request.is_disconnected():
+                    await TASKS.ainterrupt(internal.task_id, internal.owner)
+                    work.add_done_callback(_swallow)  # it ends at its next step; nobody awaits
+                    raise ClientGone("client disconnected; its generation was interrupted")
+            result = work.result()
+        await finished(result)
     if result.interrupted and not allow_interrupted:
         raise Interrupted("the generation was interrupted before it finished")
     return result

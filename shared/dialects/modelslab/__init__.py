@@ -14,6 +14,7 @@ import anyio
 from fastapi import APIRouter, Request
 
 from shared import postprocess
+from shared.accounts import metering
 from shared.backend import planned_urls, store_result
 from shared.dialects.base import (admit, body, backend, check_key, dialect_route, header_key, owner,
                                   read_fields)
@@ -141,17 +142,20 @@ async def _generate(request: Request, model_cls: type[Text2ImgRequest], version:
     internal = await admit(request, req.to_internal(req.model_id, settings.enhance_prompt_suffix,
                                                     upscaler, **images))
     runner = request.app.state.jobs
-    if runner.queue() >= settings.max_queue:
-        raise Unavailable("the server is busy; retry later", retry_after=settings.busy_retry_seconds)
-    job_id = _new_id(runner.store)
-    storage = getattr(be, "storage", None) or make_storage(settings)
-    job = Job(id=job_id, dialect=DIALECT, eta=runner.eta(), keep_bytes=req.base64,
-              owner=internal.owner,
-              future_links=planned_urls(storage, job_id, internal.num_images),
-              webhook=req.webhook, track_id=None if req.track_id is None else str(req.track_id),
-              request={"version": version, "meta": _meta(req, internal, job_id),
-                       "fetch_result": _fetch_url(request, version, job_id)})
-    runner.submit(job, internal)
+    async with metering.finishing(request, internal):  # not submitted: its usage record ends
+        if runner.queue() >= settings.max_queue:
+            raise Unavailable("the server is busy; retry later",
+                              retry_after=settings.busy_retry_seconds)
+        job_id = _new_id(runner.store)
+        storage = getattr(be, "storage", None) or make_storage(settings)
+        job = Job(id=job_id, dialect=DIALECT, eta=runner.eta(), keep_bytes=req.base64,
+                  owner=internal.owner,
+                  future_links=planned_urls(storage, job_id, internal.num_images),
+                  webhook=req.webhook,
+                  track_id=None if req.track_id is None else str(req.track_id),
+                  request={"version": version, "meta": _meta(req, internal, job_id),
+                           "fetch_result": _fetch_url(request, version, job_id)})
+        runner.submit(job, internal)  # the job runner finishes the record (job_finished)
     return job_body(await runner.wait(job_id, settings.sync_wait_seconds))
 
 

@@ -10,6 +10,7 @@ import time
 
 from fastapi.responses import JSONResponse
 
+from shared.accounts.metering import gpu_seconds
 from shared.errors import (InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge, RateLimited,
                            SdgateError, Unauthorized)
 from shared.jobrunner import register_payload
@@ -44,8 +45,9 @@ def error_body(err: SdgateError) -> dict:
     """The upstream body for an error: the seed's fixed ones, else {status:"error", message}."""
     if isinstance(err, Unauthorized):
         return INVALID_KEY
-    if isinstance(err, RateLimited):
-        return RATE_LIMIT
+    if isinstance(err, RateLimited):  # the spam filter's fixed body; key limits say which
+        return RATE_LIMIT if err.message == RATE_LIMIT["message"] else {
+            "status": "error", "message": err.message}
     if isinstance(err, ModelNotFound):
         return MODEL_NOT_FOUND
     if isinstance(err, (InvalidRequest, NotFound, PayloadTooLarge)):
@@ -87,7 +89,7 @@ def _success(job: Job) -> dict:
     timings = job.result.get("timings", {})
     return {
         "status": "success",
-        "generationTime": round(sum(timings.values()), 4),
+        "generationTime": gpu_seconds(timings),  # the usage record's measure
         "id": _id(job),
         "output": job.images_base64 if job.keep_bytes else urls,
         "proxy_links": urls,
