@@ -52,7 +52,8 @@ class Generator:
         settings = Settings()
         registry = ModelRegistry(settings.models_dir, settings.default_model)
         self.engine = Engine(registry, settings.device, settings.max_loaded_models,
-                             settings.max_image_pixels)
+                             settings.max_image_pixels,
+                             memory_budget_gb=settings.memory_budget_gb)
         self.engine.translator_dir = settings.translator_dir  # the `translate` operation's
         self.device = self.engine.device
         if not config.gpu_snapshot:

@@ -33,7 +33,8 @@ def local_backend(settings: Settings):
 
     registry = ModelRegistry(settings.models_dir, settings.default_model)
     engine = Engine(registry, settings.device, settings.max_loaded_models,
-                    settings.max_image_pixels, accel=AccelOptions.from_settings(settings))
+                    settings.max_image_pixels, accel=AccelOptions.from_settings(settings),
+                    memory_budget_gb=settings.memory_budget_gb)
     engine.translator_dir = settings.translator_dir
     return LocalBackend(engine, make_storage(settings), settings.max_batch,
                         settings.batch_wait_ms, settings.generation_threads)

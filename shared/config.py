@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     models_dir: Path = Path(".sdgate/models")
     default_model: str | None = None
     max_loaded_models: int = Field(2, ge=1)
+    # warm models' estimated size limit, GiB (None: 80% of the GPU's memory on CUDA, none on CPU)
+    memory_budget_gb: float | None = Field(None, gt=0)
     device: str = "auto"  # auto | cpu | cuda
 
     # Storage: local files unless a bucket is set.

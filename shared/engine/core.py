@@ -11,8 +11,8 @@ import time
 from PIL import Image
 
 from shared import images as imgs
-from shared.engine import (embeddings, families, hires, loras, masking, nancheck, previews,
-                           prompts, refiner, resize, safety, samplers, tiling)
+from shared.engine import (embeddings, families, hires, loras, masking, memory, nancheck,
+                           previews, prompts, refiner, resize, safety, samplers, tiling)
 from shared.engine.accel import AccelOptions
 from shared.engine.batching import NotBatchable, batchable
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
@@ -53,12 +53,13 @@ class Engine:
     """Warm pipelines plus the one `generate` every API shape ends in."""
 
     def __init__(self, registry: ModelRegistry, device: str = "auto", max_loaded: int = 2,
-                 max_image_pixels: int = 4096 * 4096, accel: AccelOptions | None = None):
+                 max_image_pixels: int = 4096 * 4096, accel: AccelOptions | None = None,
+                 memory_budget_gb: float | None = None):
         self.registry = registry
         accel = accel or AccelOptions.from_env(registry.root)  # SDGATE_* speed settings
         self.device, self.dtype = pick_device(device, accel)
         self.cache = PipelineCache(self.device, self.dtype, max_loaded, registry.native_size,
-                                   accel)
+                                   accel, budget_gb=memory_budget_gb)
         self.max_image_pixels = max_image_pixels
         self.translator_dir = None  # None: <models_dir>/translator (shared/engine/translator.py)
         self.shared_checker = safety.SharedChecker(registry.root)

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from shared.engine import accel as speed
-from shared.engine import families, samplers
+from shared.engine import families, memory, samplers
 from shared.engine.accel import AccelOptions
 from shared.engine.registry import ModelInfo
 from shared.errors import GenerationFailed, SdgateError, Unsupported
@@ -43,6 +43,7 @@ class LoadedModel:
     safety_checker: object = None  # detached; run only when a request asks for it
     feature_extractor: object = None
     speedups: list = field(default_factory=list)  # what accel.apply did
+    bytes: int = 0  # estimated from its files before loading (shared.engine.memory)
 
     def pipeline(self, mode: Mode):
         """The pipeline for a mode, derived once from the loaded one without copying weights."""
@@ -190,17 +191,52 @@ def load_single_file(info: ModelInfo, dtype):
 
 
 class PipelineCache:
-    """At most `capacity` models warm at once; the least recently used one is dropped."""
+    """At most `capacity` models warm at once, and together at most `budget` bytes (each
+    model's size estimated from its files before it loads); the least recently used ones are
+    dropped before a load, not after, and their memory returned."""
 
     def __init__(self, device: str, dtype, capacity: int = 2, native_size=lambda info: 512,
-                 accel: AccelOptions | None = None):
+                 accel: AccelOptions | None = None, budget_gb: float | None = None):
         self.device, self.dtype, self.capacity = device, dtype, capacity
+        self.budget_gb = budget_gb  # None: 80% of the GPU on CUDA, the count alone on CPU
         self.accel = accel or AccelOptions()
         self.native_size = native_size
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self.loads = 0  # how many times a model was loaded from disk (tests, benchmark)
+        self.evictions: list[str] = []  # names in eviction order (tests, logs)
+
+    @property
+    def budget(self) -> int | None:
+        """The byte budget for the current device (shared.engine.memory.budget_bytes)."""
+        return memory.budget_bytes(self.device, self.budget_gb)
+
+    def resident_bytes(self) -> int:
+        """The estimated size of the warm models."""
+        return sum(m.bytes for m in self._models.values())
+
+    def _itemsize(self, info: ModelInfo) -> int:
+        import torch
+
+        return torch.empty(0, dtype=family_dtype(info.family, self.device,
+                                                 self.dtype)).element_size()
+
+    def _make_room(self, need: int) -> None:
+        """Evict least recently used models until one more of `need` bytes fits."""
+        dropped, budget = False, self.budget
+        with self._lock:
+            while self._models and (len(self._models) >= self.capacity or (
+                    budget is not None and self.resident_bytes() + need > budget)):
+                name, _ = self._models.popitem(last=False)
+                self.evictions.append(name)
+                dropped = True
+                log.info("unloaded model %s (budget %s bytes, %s needed)", name, budget, need)
+        if dropped:
+            memory.free(self.device)
+        if budget is not None and need > budget:
+            log.warning("a model of ~%.1f GiB exceeds the %.1f GiB budget; loading it alone",
+                        need / (1 << 30), budget / (1 << 30))
 
     def loaded(self) -> list[str]:
         return list(self._models)
@@ -227,11 +263,15 @@ class PipelineCache:
             with self._lock:
                 if info.name in self._models:
                     return self._models[info.name]
+            need = memory.estimate_bytes(info, self._itemsize(info))
+            self._make_room(need)  # before loading: the old weights leave first
             loaded = self._load(info)
+            loaded.bytes = need
             with self._lock:
                 self._models[info.name] = loaded
-                while len(self._models) > self.capacity:
+                while len(self._models) > self.capacity:  # concurrent loads of others
                     name, _ = self._models.popitem(last=False)
+                    self.evictions.append(name)
                     log.info("unloaded model %s", name)
                 self._loading.pop(info.name, None)
             return loaded
