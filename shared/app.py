@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     for prefix in reactor.PREFIXES:  # ReActor extension: /reactor/* and /v1/reactor/*
         app.include_router(reactor.router, prefix=prefix)
     app.include_router(a1111.controlnet_router)  # sd-webui-controlnet: /controlnet/* at the root
+    app.include_router(a1111.adetailer_router)  # ADetailer: /adetailer/v1/* at the root
     from shared.accounts import api as accounts
     app.include_router(accounts.router)  # /v1/usage, /v1/admin/keys
 

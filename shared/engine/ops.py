@@ -26,6 +26,7 @@ MODULES: dict[str, str] = {
     "face_swap": "shared.engine.faces.swap",
     "face_restore": "shared.engine.faces.restore",
     "translate": "shared.engine.translator",
+    "adetailer": "shared.engine.adetailer",
 }
 
 _OPS: dict[str, Callable] = {}

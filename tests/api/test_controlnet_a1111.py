@@ -110,8 +110,9 @@ def test_errors_name_the_choices(cn_client):
     r = c.post("/sdapi/v1/txt2img", json=with_units({"model": "tiny-cn", "image": b64(square()),
                                                      "control_mode": 7}))
     assert r.status_code == 400 and "Balanced" in r.text or "balanced" in r.text
-    r = c.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {"adetailer": {"args": []}}})
-    assert r.status_code == 422 and "adetailer" in r.text
+    r = c.post("/sdapi/v1/txt2img", json={**BODY, "alwayson_scripts": {"regional prompter": {
+        "args": []}}})
+    assert r.status_code == 422 and "regional prompter" in r.text
 
 
 RED_DOT = Image.new("RGB", (64, 64), (20, 20, 20))

@@ -105,3 +105,71 @@ def test_safety_screening_refuses_without_a_checker(api):
     r = client.post("/reactor/image", json={"source_image": b64(noise(2)),
                                             "target_image": b64(noise(1))})
     assert r.status_code == 400 and "safety checker" in r.json()["detail"]
+
+
+# -- ADetailer -------------------------------------------------------------------------------------
+@pytest.fixture
+def ad_api(api, face_pack):
+    from tests.engine.faces_assets import write_yolo
+    from tests.engine.test_adetailer import BOX
+
+    write_yolo(face_pack / "adetailer" / "face_yolov8n.onnx", [(BOX, 0.9)], (W, H))
+    return api
+
+
+def ad_args(**unit) -> list:
+    return [True, False, {"ad_model": "face_yolov8n.pt", "ad_denoising_strength": 0.75,
+                          "ad_dilate_erode": 0, "ad_mask_blur": 0, **unit}]
+
+
+def test_adetailer_repaints_only_the_detected_box(ad_api):
+    from tests.engine.test_adetailer import BOX
+
+    client = ad_api()
+    body = {**TXT, "steps": 4}
+    plain = image(client.post("/sdapi/v1/txt2img", json=body))
+    r = client.post("/sdapi/v1/txt2img", json=with_scripts(body, ADetailer=ad_args(
+        ad_prompt="a detailed face")))
+    detailed = image(r)
+    diff = np.abs(detailed - plain)
+    x1, y1, x2, y2 = (int(v) for v in BOX)
+    assert diff[y1:y2, x1:x2].mean() > 5
+    assert changed_outside(diff, 0.0, BOX) == 0
+    info = r.json()["info"]
+    assert "ADetailer model: face_yolov8n.pt" in info and "ADetailer prompt" in info
+    off = client.post("/sdapi/v1/txt2img", json=with_scripts(body, ADetailer=[False, False, {
+        "ad_model": "face_yolov8n.pt"}]))
+    assert (image(off) == plain).all()
+
+
+def test_adetailer_then_reactor_on_img2img(ad_api):
+    client = ad_api()
+    body = {"prompt": "a face", "init_images": [b64(noise(1))], "steps": 4,
+            "denoising_strength": 0.5, "seed": 3, "width": W, "height": H}
+    r = client.post("/sdapi/v1/img2img", json=with_scripts(
+        body, ADetailer=ad_args(ad_model="face_scrfd_10g"), reactor=reactor_args()))
+    assert image(r).shape == (H, W, 3)
+
+
+@pytest.mark.parametrize("args,status,word", [
+    (ad_args(ad_model="hand_yolov8n.pt"), 404, "face_yolov8n.pt"),
+    (ad_args(ad_model="mediapipe_face_full"), 400, "mediapipe"),
+    (ad_args(ad_use_checkpoint=True, ad_checkpoint="other"), 400, "ad_checkpoint"),
+    (ad_args(ad_restore_face=True), 400, "ad_restore_face"),
+    (ad_args(ad_bogus=1), 422, "ad_bogus"),
+    (ad_args(ad_confidence=2), 422, "ad_confidence"),
+    (["nope"], 400, "dict"),
+])
+def test_adetailer_refusals(ad_api, args, status, word):
+    r = ad_api().post("/sdapi/v1/txt2img", json=with_scripts(TXT, ADetailer=args))
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"error", "detail", "body", "errors"}
+    assert word in r.text
+
+
+def test_adetailer_info_routes(ad_api):
+    client = ad_api()
+    assert client.get("/adetailer/v1/ad_model").json() == {
+        "ad_model": ["None", "face_yolov8n.pt", "face_scrfd_10g"]}
+    assert client.get("/adetailer/v1/version").json()["version"]
+    assert "ad_denoising_strength" in client.get("/adetailer/v1/schema").json()["properties"]

@@ -143,7 +143,8 @@ def test_client_neutral_values_pass():
 @pytest.mark.parametrize("kw, cls, match", [
     ({"styles": ["cinematic"]}, Unsupported, "styles"),
     ({"script_name": "x/y/z plot"}, ValidationFailed, "Script 'x/y/z plot' not found"),
-    ({"alwayson_scripts": {"ADetailer": {"args": []}}}, ValidationFailed, "ADetailer not found"),
+    ({"alwayson_scripts": {"Dynamic Prompts": {"args": []}}}, ValidationFailed,
+     "Dynamic Prompts not found"),
     ({"s_churn": 0.5}, Unsupported, "s_churn"),
     ({"refiner_checkpoint": "sdxl_refiner"}, ValidationFailed, "refiner_switch_at"),
     ({"refiner_checkpoint": "sdxl_refiner", "refiner_switch_at": 0}, ValidationFailed,

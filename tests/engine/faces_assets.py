@@ -157,3 +157,29 @@ def write_pack(root: Path, faces: list[tuple], scale: float, male: bool = True) 
     write_genderage(pack / "genderage.onnx", male)
     write_swapper(root / "insightface" / "inswapper_128.onnx")
     return root
+
+
+def write_yolo(path: Path, boxes: list[tuple], size: tuple[int, int], classes: int = 1) -> Path:
+    """A YOLOv8 detection model's ONNX export interface: 'images' [1,3,640,640] -> 'output0'
+    [1, 4 + classes, 8400] (centre x, centre y, width, height in letterboxed pixels, then class
+    scores). `boxes` are (box, score) in the pixels of an image of `size`, letterboxed as
+    ultralytics does (scaled to fit, centred on grey)."""
+    w, h = size
+    r = min(DET / w, DET / h)
+    left = int(round((DET - round(w * r)) / 2 - 0.1))
+    top = int(round((DET - round(h * r)) / 2 - 0.1))
+    out = np.zeros((1, 4 + classes, 8400), np.float32)
+    for i, (box, score) in enumerate(boxes):
+        x1, y1, x2, y2 = (np.asarray(box, np.float64) * r) + [left, top, left, top]
+        out[0, :4, i * 7] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+        out[0, 4, i * 7] = score
+    nodes = [helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+             helper.make_node("Mul", ["mean", "zero"], ["nil"]),
+             helper.make_node("Add", ["pred", "nil"], ["output0"])]
+    inits = [numpy_helper.from_array(np.zeros((), np.float32), "zero"),
+             numpy_helper.from_array(out, "pred")]
+    graph = helper.make_graph(
+        nodes, "yolov8_tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, DET, DET])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(out.shape))], inits)
+    return _save(graph, path)

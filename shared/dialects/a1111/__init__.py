@@ -2,5 +2,6 @@
 
 from shared.dialects.a1111.router import PREFIXES, fallback, router
 from shared.dialects.a1111.controlnet import router as controlnet_router  # noqa: E402
+from shared.dialects.a1111.adetailer_script import router as adetailer_router  # noqa: E402
 
-__all__ = ["PREFIXES", "controlnet_router", "fallback", "router"]
+__all__ = ["PREFIXES", "adetailer_router", "controlnet_router", "fallback", "router"]

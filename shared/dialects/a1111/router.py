@@ -98,7 +98,7 @@ async def _generate(request: Request, req, internal, face_scripts=None):
     if restore:
         result = await faces.restore_images(request, result, restore, urls)
     if face_scripts.active:
-        result = await always_on.after(request, face_scripts, result)
+        result = await always_on.after(request, face_scripts, result, internal)
     if not req.override_settings_restore_afterwards and req.override_settings:
         kept = {k: v for k, v in req.override_settings.items() if k in serving.OPTION_DEFAULTS}
         await save_options(request, kept)

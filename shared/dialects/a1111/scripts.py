@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from shared.errors import Unavailable, Unsupported
 
-KNOWN = ("controlnet", "reactor")
+KNOWN = ("controlnet", "reactor", "adetailer")
 
 
 def is_known(name: str) -> bool:
@@ -42,7 +42,8 @@ class FaceScripts:
 def face_scripts(request, req, urls: bool, img2img: bool) -> FaceScripts:
     """Parse and check the face scripts before any work: faces off (503), URL responses (the
     images are uploaded before scripts could run, 400)."""
-    from shared.dialects.a1111 import reactor_script
+    from shared.adetailer import detector_file
+    from shared.dialects.a1111 import adetailer_script, reactor_script
 
     settings = request.app.state.settings
     out = FaceScripts()
@@ -53,7 +54,13 @@ def face_scripts(request, req, urls: bool, img2img: bool) -> FaceScripts:
         if parsed is not None:
             out.reactor, out.swap_in_source, out.swap_in_generated = parsed
             out.swap_in_source = out.swap_in_source and img2img  # upstream: img2img only
+    raw = _entry(req.alwayson_scripts, adetailer_script.SCRIPT)
+    if raw is not None:
+        out.adetailer = adetailer_script.parse(raw, img2img, inpaint=bool(getattr(req, "mask",
+                                                                                 None)))
     if out.active:
+        for unit in out.adetailer:  # unknown detector: 404 naming the choices, before work
+            detector_file(settings.models_dir, unit.model)
         if not settings.faces:
             raise Unavailable("face features are turned off on this server (SDGATE_FACES)",
                               param="alwayson_scripts")
@@ -71,12 +78,23 @@ async def swap_source(request, scripts: FaceScripts, init: bytes) -> bytes:
     return (await request.app.state.backend.op("face_swap", swap)).image
 
 
-async def after(request, scripts: FaceScripts, result):
-    """Each generated image through ADetailer, then ReActor's "swap in generated image"."""
+async def after(request, scripts: FaceScripts, result, internal):
+    """Each generated image through ADetailer (inpainting with the request that drew it, at
+    that image's seed), then ReActor's "swap in generated image"."""
+    from shared.adetailer import ADetailerRequest, add_params
+
     backend = request.app.state.backend
     for img in result.images:
         if not img.data:
             continue
+        if scripts.adetailer:
+            base = internal.model_copy(update={"seed": img.seed, "subseed": img.subseed,
+                                               "num_images": 1})
+            out = await backend.op("adetailer", ADetailerRequest(image=img.data, base=base,
+                                                                 units=scripts.adetailer))
+            img.data = out.image
+            if out.regions:
+                img.infotext = add_params(img.infotext, out.params)
         if scripts.reactor and scripts.swap_in_generated:
             swap = scripts.reactor.model_copy(update={"target_image": img.data})
             img.data = (await backend.op("face_swap", swap)).image
