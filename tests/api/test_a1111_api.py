@@ -75,7 +75,8 @@ def test_listings(client, prefix):
     assert emb["loaded"][EMBEDDING_NAME]["vectors"] == 2 and emb["skipped"] == {}
     mem = client.get(f"{prefix}/memory").json()
     assert mem["ram"]["total"] > 0 and mem["cuda"] == {"error": "unavailable"}
-    assert client.get(f"{prefix}/scripts").json() == {"txt2img": [], "img2img": []}
+    names = ["controlnet", "reactor", "adetailer"]  # the alwayson scripts served (faces on)
+    assert client.get(f"{prefix}/scripts").json() == {"txt2img": names, "img2img": names}
     # restorer families with weights in the (shared) models folder: tests/api/test_reactor_api
     assert {r["name"] for r in client.get(f"{prefix}/face-restorers").json()} <= {"GFPGAN",
                                                                                  "CodeFormer"}

@@ -275,8 +275,10 @@ def face_restorers(request: Request):
 
 
 @router.get("/scripts")
-def scripts():
-    return {"txt2img": [], "img2img": []}
+def scripts(request: Request):
+    """The alwayson scripts sdgate runs (upstream lists script titles, lowercased)."""
+    names = always_on.listed(request.app.state.settings)
+    return {"txt2img": names, "img2img": names}
 
 
 @router.post("/refresh-vae")

@@ -17,6 +17,11 @@ def is_known(name: str) -> bool:
     return name.strip().lower() in KNOWN
 
 
+def listed(settings) -> list[str]:
+    """GET /scripts: the scripts a request may name here (the face ones only with faces on)."""
+    return list(KNOWN) if settings.faces else ["controlnet"]
+
+
 def _entry(scripts: dict | None, key: str):
     for name, value in (scripts or {}).items():
         if name.strip().lower() == key:
