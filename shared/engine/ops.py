@@ -27,6 +27,7 @@ MODULES: dict[str, str] = {
     "face_restore": "shared.engine.faces.restore",
     "translate": "shared.engine.translator",
     "adetailer": "shared.engine.adetailer",
+    "interrogate": "shared.engine.interrogator",
 }
 
 _OPS: dict[str, Callable] = {}

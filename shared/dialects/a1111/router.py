@@ -12,7 +12,7 @@ import logging
 
 from fastapi import APIRouter, Depends, Request
 
-from shared.dialects.a1111 import catalog, extras, faces, serving
+from shared.dialects.a1111 import catalog, extras, faces, interrogate, serving, upstream
 from shared.dialects.a1111 import scripts as always_on
 from shared.dialects.a1111.protocol import Img2ImgRequest, PNGInfoRequest, Txt2ImgRequest
 from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key, owner,
@@ -165,6 +165,14 @@ async def extra_batch_images(request: Request):
     return extras.render_batch(await _extras(request, req, [f.data for f in req.imageList]))
 
 
+@router.post("/interrogate")
+async def interrogate_image(request: Request):
+    """BLIP caption (+ CLIP matches) of an image: the `interrogate` engine operation."""
+    req = validate(interrogate.InterrogateRequest, await read_fields(request))
+    op = interrogate.to_op(req, request.app.state.settings.max_image_pixels, options(request))
+    return interrogate.render(await backend(request).op("interrogate", op))
+
+
 # -- models, samplers, options -------------------------------------------------------------------
 @router.get("/sd-models")
 def sd_models(request: Request):
@@ -224,7 +232,7 @@ def refresh_embeddings():
 @router.get("/options")
 def get_options(request: Request):
     model = _current_model(request)
-    return {**serving.OPTION_DEFAULTS, **options(request),
+    return {**upstream.OPTIONS, **serving.OPTION_DEFAULTS, **options(request),
             "sd_model_checkpoint": model.title if model else None,
             "sd_checkpoint_hash": model.hash if model else None}
 
@@ -254,8 +262,10 @@ async def set_options(request: Request):
 
 
 @router.get("/cmd-flags")
-def cmd_flags():
-    return {"api": True, "nowebui": True}
+def cmd_flags(request: Request):
+    """Every upstream flag (a default install's values); the API-only server sdgate is."""
+    return {**upstream.CMD_FLAGS, "api": True, "nowebui": True,
+            "ckpt_dir": str(registry(request).root), "models_dir": str(registry(request).root)}
 
 
 # Lists of things sdgate has none of (no styles, scripts, VAEs, face restorers, hypernetworks).

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from shared import __version__
+from shared.dialects.a1111 import upstream
 from shared.dialects.a1111.scripts import is_known as is_known_script
 from shared.dialects.a1111.protocol import (SDGATE_FIELDS, Img2ImgRequest, ProcessingRequest,
                                             Txt2ImgRequest)
@@ -48,7 +49,8 @@ DISPLAY_OPTIONS = {"samples_save": True, "grid_save": True, "save_images_add_num
                    "sd_vae_checkpoint_cache": 0, "quicksettings_list": ["sd_model_checkpoint"]}
 OPTION_DEFAULTS.update(DISPLAY_OPTIONS)
 # Settings that change the picture in ways sdgate cannot honour: only their neutral values pass.
-NEUTRAL_OPTIONS = {"sd_vae": ("Automatic", "None", None), "eta_noise_seed_delta": (0, None)}
+NEUTRAL_OPTIONS = {"sd_vae": ("Automatic", "None", None), "eta_noise_seed_delta": (0, None),
+                   **{k: (upstream.OPTIONS[k], None) for k in upstream.IMAGE_OPTIONS_AT_DEFAULT}}
 
 
 # -- errors --------------------------------------------------------------------------------------
