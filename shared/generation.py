@@ -123,7 +123,8 @@ class ControlNetUnit(BaseModel):
     module: str = "none"  # preprocessor (shared.engine.preprocessors)
     threshold_a: float | None = None  # None: the preprocessor's default
     threshold_b: float | None = None
-    mask: bytes | None = None
+    mask: bytes | None = None  # inpaint preprocessors' mask (refused: none is implemented)
+    region_mask: bytes | None = None  # effective region: white = where the unit acts
 
     @model_validator(mode="after")
     def _window(self):
@@ -140,6 +141,7 @@ class IPAdapterRef(BaseModel):
     model: str | None = None  # file stem; None: the only / first adapter that fits the model
     images: list[bytes] = Field(min_length=1, max_length=16)  # encoded; several: tokens combined
     scale: float = Field(1.0, ge=0.0, le=2.0)  # 0: the same pixels as no adapter
+    region_mask: bytes | None = None  # effective region: white = where the image prompt acts
 
 
 class GenerationRequest(BaseModel):

@@ -35,7 +35,8 @@ PAYLOADS: dict[str, Callable[[Job], dict]] = {}
 
 _BYTES_FIELDS = ("init_image", "mask")
 # list field -> its items' bytes fields (bytes, or lists of bytes)
-_NESTED_BYTES = {"controlnets": ("image", "mask"), "ip_adapters": ("images",)}
+_NESTED_BYTES = {"controlnets": ("image", "mask", "region_mask"),
+                 "ip_adapters": ("images", "region_mask")}
 WATCHDOG_SECONDS = 2.0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
+from functools import partial
 
 from PIL import Image
 
@@ -122,8 +123,9 @@ def check(req: GenerationRequest, root) -> None:
         preprocessors.canonical(u.module)  # names the choices
         resolve_model(root, u.model)
         if u.mask is not None:
-            raise Unsupported(f"controlnet unit {i}: unit masks (inpaint preprocessors, "
-                              "effective regions) are not supported", param="mask")
+            raise Unsupported(f"controlnet unit {i}: unit masks are for the inpaint "
+                              "preprocessors, which sdgate does not have (an effective region "
+                              "is effective_region_mask)", param="mask")
         if u.image is None and req.init_image is None:
             raise InvalidRequest(f"controlnet unit {i} has no image (txt2img needs one)",
                                  param="image")
@@ -162,7 +164,7 @@ def prepare(engine, loaded, mode: Mode, req: GenerationRequest, w: int, h: int, 
     units = [u for u in req.controlnets if u.guidance_start < u.guidance_end]
     if not units:
         return None
-    nets, images = [], []
+    nets, images, regions = [], [], []
     for unit in units:
         path = resolve_model(engine.registry.root, unit.model)
         nets.append(load(path, loaded.pipe.unet, engine.device, engine.dtype))
@@ -172,6 +174,8 @@ def prepare(engine, loaded, mode: Mode, req: GenerationRequest, w: int, h: int, 
             src = resize.fit(src, unit.resize_mode, *plan.original.size)
             src = src.resize(plan.original.size, Image.LANCZOS).crop(plan.region)
         images.append(control_image(unit, src, w, h, req.resolved_seed()))
+        regions.append(None if unit.region_mask is None else
+                       region_tensor(engine, unit.region_mask, plan))
     pipe = pipeline(loaded, mode, nets)
     one = len(nets) == 1
     kwargs = dict(
@@ -180,25 +184,47 @@ def prepare(engine, loaded, mode: Mode, req: GenerationRequest, w: int, h: int, 
         control_guidance_end=[u.guidance_end for u in units],
         guess_mode=units[0].control_mode is ControlMode.controlnet)
     kwargs["image" if mode is Mode.txt2img else "control_image"] = images[0] if one else images
-    return pipe, kwargs, _soft_injection(nets, units)
+    return pipe, kwargs, _residual_hooks(nets, units, regions)
+
+
+def region_tensor(engine, data: bytes, plan=None):
+    """An effective-region mask as sd-webui-controlnet reads it: the first channel in 0-1,
+    shape (1, 1, H, W); "only masked" inpaint crops it with the same box as the picture."""
+    import numpy as np
+    import torch
+
+    img = imgs.open_image(data, engine.max_image_pixels).convert("RGB")
+    if plan is not None and plan.region is not None:
+        img = img.resize(plan.original.size, Image.LANCZOS).crop(plan.region)
+    arr = np.asarray(img, dtype=np.float32)[:, :, 0] / 255.0
+    return torch.from_numpy(arr)[None, None].to(engine.device, engine.dtype)
 
 
 @contextmanager
-def _soft_injection(nets, units):
-    """Scale each block's residual by 0.825^(blocks-i) for units whose prompt is more important."""
+def _residual_hooks(nets, units, regions):
+    """Scale each block's residual by 0.825^(blocks-i) for units whose prompt is more important,
+    and multiply it by the unit's effective region (bilinear to the residual's size)."""
     with ExitStack() as stack:
-        for net, unit in zip(nets, units):
-            if unit.control_mode is ControlMode.prompt:
-                handle = net.register_forward_hook(_soft_hook)
-                stack.callback(handle.remove)
+        for net, unit, region in zip(nets, units, regions):
+            soft = unit.control_mode is ControlMode.prompt
+            if soft or region is not None:
+                hook = partial(_residual_hook, soft=soft, region=region)
+                stack.callback(net.register_forward_hook(hook).remove)
         yield
 
 
-def _soft_hook(module, args, output):
+def _residual_hook(module, args, output, soft: bool = False, region=None):
+    import torch.nn.functional as F
+
     down, mid = (output.down_block_res_samples, output.mid_block_res_sample) \
         if hasattr(output, "down_block_res_samples") else output
-    last = len(down)  # 12 for SD: 0.825^12 on the first block, 1 on the middle block
-    down = [d * PROMPT_SOFT ** (last - i) for i, d in enumerate(down)]
+    if soft:
+        last = len(down)  # 12 for SD: 0.825^12 on the first block, 1 on the middle block
+        down = [d * PROMPT_SOFT ** (last - i) for i, d in enumerate(down)]
+    if region is not None:  # upstream's apply_effective_region_mask
+        def masked(x):
+            return x * F.interpolate(region.to(x.dtype), size=x.shape[-2:], mode="bilinear")
+        down, mid = [masked(d) for d in down], masked(mid)
     if hasattr(output, "down_block_res_samples"):
         output.down_block_res_samples, output.mid_block_res_sample = down, mid
         return output

@@ -38,6 +38,9 @@ def check(req: GenerationRequest, root, family: str) -> None:
         raise Unsupported("no IP-Adapter is installed: put h94/IP-Adapter's models/ folder "
                           "(an ip-adapter_*.safetensors beside image_encoder/) under "
                           "<models_dir>/IP-Adapter/", param="ip_adapter")
+    if req.inpaint_full_res and any(r.region_mask is not None for r in req.ip_adapters):
+        raise Unsupported("IP-Adapter effective regions with \"only masked\" inpainting are not "
+                          "supported", param="ip_adapter")
     folders = {_path(root, ref.model).parent for ref in req.ip_adapters}
     if len(folders) > 1:
         raise InvalidRequest("IP-Adapters of one request must share an image encoder (one "
@@ -68,12 +71,32 @@ def applied(engine, pipe, req: GenerationRequest):
         pipe.set_ip_adapter_scale([ref.scale for ref in req.ip_adapters])
         refs = [[imgs.open_image(data, engine.max_image_pixels).convert("RGB")
                  for data in ref.images] for ref in req.ip_adapters]
-        yield {"ip_adapter_image": [r if len(r) > 1 else r[0] for r in refs]}
+        extra = {"ip_adapter_image": [r if len(r) > 1 else r[0] for r in refs]}
+        if any(ref.region_mask is not None for ref in req.ip_adapters):
+            extra["cross_attention_kwargs"] = {"ip_adapter_masks": _masks(engine, req)}
+        yield extra
     finally:
         unet.set_attn_processor(saved[0])
         unet.encoder_hid_proj = saved[1]
         unet.config.encoder_hid_dim_type = saved[2]
         pipe.register_modules(image_encoder=saved[3], feature_extractor=saved[4])
+
+
+def _masks(engine, req: GenerationRequest) -> list:
+    """Each adapter's effective region as diffusers' ip_adapter_masks (None: everywhere), one
+    copy per reference, at the picture's size."""
+    from diffusers.image_processor import IPAdapterMaskProcessor
+
+    out = []
+    for ref in req.ip_adapters:
+        if ref.region_mask is None:
+            out.append(None)
+            continue
+        img = imgs.open_image(ref.region_mask, engine.max_image_pixels).convert("RGB")
+        m = IPAdapterMaskProcessor().preprocess(img.getchannel("R"), height=req.height,
+                                                width=req.width)  # (1, 1, h, w)
+        out.append(m.repeat(1, len(ref.images), 1, 1).to(engine.device, engine.dtype))
+    return out
 
 
 def _load(engine, pipe, folder, names: list[str]) -> None:

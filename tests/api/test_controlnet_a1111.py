@@ -79,7 +79,8 @@ def test_routes(cn_client):
     c = cn_client
     assert c.get("/controlnet/version").json() == {"version": 2}
     assert c.get("/controlnet/settings").json()["control_net_unit_count"] >= 2
-    assert c.get("/controlnet/model_list").json()["model_list"] == ["tiny-cn", "tiny-cn-file"]
+    listed = c.get("/controlnet/model_list").json()["model_list"]
+    assert listed[:2] == ["tiny-cn", "tiny-cn-file"]  # then IP-Adapters, if installed
     modules = c.get("/controlnet/module_list").json()
     assert {"none", "canny", "invert", "threshold", "tile_resample", "blur_gaussian",
             "shuffle"} <= set(modules["module_list"])
@@ -149,3 +150,23 @@ def test_ip_adapter_units(cn_client, ip_adapter_models):
         assert 400 <= r.status_code < 500 and word in r.text, (bad, r.text)
     r = c.post("/sdapi/v1/txt2img", json=with_units(no_img))
     assert r.status_code == 400 and "no image" in r.text
+
+
+def test_effective_region_mask(cn_client, ip_adapter_models):
+    c = cn_client
+    plain = decode(c.post("/sdapi/v1/txt2img", json=BODY))
+    black = b64(Image.new("L", (64, 64), 0))
+    half = Image.new("L", (64, 64))
+    ImageDraw.Draw(half).rectangle((0, 0, 31, 63), fill=255)
+    cn = {"module": "canny", "model": "tiny-cn", "image": b64(square())}
+    ip = {"module": "ip-adapter_clip_sd15", "model": "tiny-ip-adapter", "image": b64(RED_DOT)}
+    for unit in (cn, ip):
+        full = decode(c.post("/sdapi/v1/txt2img", json=with_units(unit)))
+        nowhere = decode(c.post("/sdapi/v1/txt2img", json=with_units(
+            {**unit, "effective_region_mask": black})))
+        assert (nowhere == plain).all() and (full != plain).any()
+        part = decode(c.post("/sdapi/v1/txt2img", json=with_units(
+            {**unit, "effective_region_mask": b64(half)})))
+        assert (part != full).any() and (part != plain).any()
+    r = c.post("/sdapi/v1/txt2img", json=with_units({**cn, "ipadapter_input": ["x"]}))
+    assert r.status_code == 400 and "ipadapter_input" in r.text

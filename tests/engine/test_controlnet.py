@@ -137,3 +137,38 @@ def test_controlnet_requests_are_not_batched():
     plain = GenerationRequest(prompt="a")
     assert batching.batchable(plain)
     assert not batching.batchable(GenerationRequest(prompt="a", controlnets=[unit()]))
+
+
+
+def side_mask(side: str, size: int) -> bytes:
+    m = Image.new("L", (size, size))
+    box = (0, 0, size // 2 - 1, size - 1) if side == "left" else (size // 2, 0, size - 1, size - 1)
+    ImageDraw.Draw(m).rectangle(box, fill=255)
+    return png(m)
+
+
+def halves(out, base, size):
+    change = np.abs(out - base).mean(axis=(0, 2))  # per column
+    return change[:size // 2].mean(), change[size // 2:].mean()
+
+
+def test_effective_region_mask(engine, base):
+    full = pixels(engine, [unit(module="canny")])
+    white = png(Image.new("L", (SIZE, SIZE), 255))
+    black = png(Image.new("L", (SIZE, SIZE), 0))
+    assert (pixels(engine, [unit(module="canny", region_mask=white)]) == full).all()
+    assert (pixels(engine, [unit(module="canny", region_mask=black)]) == base).all()
+    big = 128  # 16x16 latents: enough room to see where it acts (the net still spreads it)
+
+    def at(units):
+        req = GenerationRequest(prompt="a house", width=big, height=big, steps=3, seed=7,
+                                controlnets=units)
+        return np.asarray(Image.open(io.BytesIO(engine.generate(req).images[0].data))).astype(int)
+
+    plain = at([])
+    ctl = png(square(big, (32, 32, 95, 95)))
+    left, right = (halves(at([unit(image=ctl, region_mask=side_mask(s, big))]), plain, big)
+                   for s in ("left", "right"))
+    assert left[0] > 1.4 * left[1] and right[1] > 1.4 * right[0]
+    with pytest.raises(Unsupported, match="inpaint preprocessors"):
+        pixels(engine, [unit(mask=white)])

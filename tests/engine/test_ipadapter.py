@@ -81,3 +81,30 @@ def test_refusals(engine, ip_adapter_models):
         pixels(engine, [IPAdapterRef(images=[RED])], hires={"width": 64, "height": 64})
     assert not batching.batchable(GenerationRequest(prompt="a", ip_adapters=[
         IPAdapterRef(images=[RED])]))
+
+
+
+def test_effective_region_mask(engine, base):
+    big = 128  # 16x16 latents: enough room to see where it acts (the net still spreads it)
+
+    def at(refs):
+        req = GenerationRequest(prompt="a house", width=big, height=big, steps=3, seed=7,
+                                ip_adapters=refs)
+        return np.asarray(Image.open(io.BytesIO(engine.generate(req).images[0].data))).astype(int)
+
+    def mask(side):
+        m = Image.new("L", (big, big))
+        ImageDraw.Draw(m).rectangle((0, 0, big // 2 - 1, big - 1) if side == "left" else
+                                    (big // 2, 0, big - 1, big - 1), fill=255)
+        return png(m)
+
+    plain = at([])
+    halves = []
+    for side in ("left", "right"):
+        change = np.abs(at([IPAdapterRef(images=[RED], region_mask=mask(side))]) - plain)
+        per_column = change.mean(axis=(0, 2))
+        halves.append((per_column[:big // 2].mean(), per_column[big // 2:].mean()))
+    (ll, lr), (rl, rr) = halves
+    assert ll > 1.4 * lr and rr > 1.4 * rl  # the image prompt acts where the mask is white
+    black = png(Image.new("L", (big, big), 0))
+    assert (at([IPAdapterRef(images=[RED, BLUE], region_mask=black)]) == plain).all()

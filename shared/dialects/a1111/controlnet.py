@@ -105,9 +105,9 @@ def _unit(i: int, raw, max_px: int) -> ControlNetUnit | IPAdapterRef | None:
             return None  # an empty unit slot
         raise InvalidRequest(f"{field}: module {module!r} without a model; choose a model "
                              "from /controlnet/model_list", param=f"{field}.model")
-    for name in ("effective_region_mask", "ipadapter_input"):
-        if raw.get(name) not in (None, "", []):
-            raise Unsupported(f"{field}.{name} is not supported", param=f"{field}.{name}")
+    if raw.get("ipadapter_input") not in (None, "", []):
+        raise Unsupported(f"{field}.ipadapter_input (precomputed embeddings) is not supported; "
+                          "send the image", param=f"{field}.ipadapter_input")
     if raw.get("union_control_type") not in (None, "", "Unknown"):
         raise Unsupported(f"{field}.union_control_type is not supported", param=field)
     image, mask = _image(raw.get("image", raw.get("input_image")), f"{field}.image", max_px)
@@ -122,6 +122,7 @@ def _unit(i: int, raw, max_px: int) -> ControlNetUnit | IPAdapterRef | None:
     resize_mode = _enum(raw.get("resize_mode", 1), RESIZE_MODES, [0, 1, 2], f"{field}.resize_mode")
     res = raw.get("processor_res", -1)
     fields = dict(model=model, module=module, image=image, mask=mask,
+                  region_mask=_region(raw, field, max_px),
                   weight=raw.get("weight", 1.0), resize_mode=resize_mode, control_mode=mode,
                   processor_res=512 if res is None or res < 0 else res,
                   threshold_a=raw.get("threshold_a"), threshold_b=raw.get("threshold_b"),
@@ -132,6 +133,11 @@ def _unit(i: int, raw, max_px: int) -> ControlNetUnit | IPAdapterRef | None:
         return ControlNetUnit(**fields)
     except ValidationError as e:
         raise from_pydantic(e, field + ".") from e
+
+
+def _region(raw: dict, field: str, max_px: int) -> bytes | None:
+    """effective_region_mask: where the unit acts (white), as upstream's first channel."""
+    return _image(raw.get("effective_region_mask"), f"{field}.effective_region_mask", max_px)[0]
 
 
 def _ip_adapter(field: str, raw: dict, model: str, module: str, max_px: int) -> IPAdapterRef:
@@ -159,7 +165,8 @@ def _ip_adapter(field: str, raw: dict, model: str, module: str, max_px: int) -> 
                           param=f"{field}.mask")
     weight = raw.get("weight", 1.0)
     try:
-        ref = IPAdapterRef(model=model, images=[image or b"pending"], scale=weight)
+        ref = IPAdapterRef(model=model, images=[image or b"pending"], scale=weight,
+                           region_mask=_region(raw, field, max_px))
     except ValidationError as e:
         raise from_pydantic(e, field + ".") from e
     return ref if image else ref.model_copy(update={"images": []})  # serving adds the init image

@@ -203,8 +203,8 @@ def _split_units(units: list, init: bytes | None) -> dict:
         raise InvalidRequest("alwayson_scripts.controlnet: an IP-Adapter unit has no image "
                              "(txt2img needs one)", param="alwayson_scripts.controlnet")
     return {"controlnets": [u for u in units if not isinstance(u, IPAdapterRef)],
-            "ip_adapters": [u if u.images else IPAdapterRef(model=u.model, images=[init],
-                                                            scale=u.scale) for u in ips]}
+            "ip_adapters": [u if u.images else u.model_copy(update={"images": [init]})
+                            for u in ips]}
 
 
 def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = None,
