@@ -10,11 +10,12 @@ import re
 
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter
+from pydantic import ValidationError
 
 from shared import adetailer as types
 from shared.engine import ops
 from shared.engine.faces.analysis import FaceAnalyser, _nms, session
-from shared.errors import Unsupported
+from shared.errors import Unsupported, from_pydantic
 from shared.generation import GenerationRequest, Mode
 from shared.images import encode, open_image
 
@@ -143,7 +144,10 @@ def region_request(base: GenerationRequest, unit: types.ADetailerUnit, image: by
         else base.guidance, sampler=unit.sampler or base.sampler,
         scheduler=unit.scheduler or base.scheduler, clip_skip=unit.clip_skip or base.clip_skip,
         prompt=prompt, negative_prompt=neg[min(j, len(neg) - 1)], extra_params={})
-    return GenerationRequest(**fields)
+    try:
+        return GenerationRequest(**fields)
+    except ValidationError as e:  # a combination the engine cannot take: a 4xx, never a 500
+        raise from_pydantic(e, "ADetailer.") from e
 
 
 def _with_params(original: Image.Image, params: dict) -> dict | None:

@@ -158,6 +158,9 @@ def test_adetailer_then_reactor_on_img2img(ad_api):
     (ad_args(ad_restore_face=True), 400, "ad_restore_face"),
     (ad_args(ad_bogus=1), 422, "ad_bogus"),
     (ad_args(ad_confidence=2), 422, "ad_confidence"),
+    (ad_args(ad_use_sampler=True, ad_sampler="Bogus Sampler"), 404, "Bogus"),
+    (ad_args(ad_use_sampler=True, ad_scheduler="Bogus"), 404, "Bogus"),
+    (ad_args(ad_use_cfg_scale=True, ad_cfg_scale=1000), 422, "ad_cfg_scale"),
     (["nope"], 400, "dict"),
 ])
 def test_adetailer_refusals(ad_api, args, status, word):

@@ -12,6 +12,7 @@ from shared.adetailer import VERSION, ADetailerUnit, detectors
 from shared.dialects.a1111 import serving
 from shared.dialects.a1111.router import authorised
 from shared.dialects.base import dialect_route
+from shared.engine import samplers
 from shared.errors import InvalidRequest, Unsupported, from_pydantic
 
 SCRIPT = "adetailer"
@@ -50,7 +51,7 @@ class ADetailerArgs(BaseModel):
     ad_use_steps: bool = False
     ad_steps: int = Field(28, ge=1, le=500)
     ad_use_cfg_scale: bool = False
-    ad_cfg_scale: float = Field(7.0, ge=0.0)
+    ad_cfg_scale: float = Field(7.0, ge=0.0, le=100.0)
     ad_use_checkpoint: bool = False
     ad_checkpoint: str | None = None
     ad_use_vae: bool = False
@@ -111,7 +112,10 @@ def _unit(a: ADetailerArgs, field: str) -> ADetailerUnit:
     sampler = scheduler = None
     if a.ad_use_sampler:
         sampler = None if a.ad_sampler == SAME["sampler"] else a.ad_sampler
-        scheduler = None if a.ad_scheduler == SAME["scheduler"] else a.ad_scheduler
+        scheduler = None if a.ad_scheduler == SAME["scheduler"] else samplers.schedule_key(
+            a.ad_scheduler)  # unknown: 404 naming the choices, before any work
+        if sampler:
+            samplers.resolve(sampler, scheduler)
     return ADetailerUnit(
         model=a.ad_model, prompt=a.ad_prompt, negative_prompt=a.ad_negative_prompt,
         confidence=a.ad_confidence, filter_method=a.ad_mask_filter_method,
