@@ -149,9 +149,7 @@ class Engine:
                 if img.size != size:
                     img = img.resize(size, Image.LANCZOS)
                 if post is not None:
-                    from shared.engine import upscalers
-
-                    img = upscalers.upscale_by(self, img, post, req.upscale.scale)
+                    img = self._post_upscale(img, post, req)
                 text = self._infotext(req, info, label, own_seeds[i], own_subseeds[i])
                 fmt = req.output_format.value
                 data = imgs.encode(img, fmt, {"parameters": text} if fmt == "png" else None,
@@ -197,6 +195,18 @@ class Engine:
         from shared.engine import upscalers
 
         return upscalers.post_upscaler(self, req)
+
+    def _post_upscale(self, img: Image.Image, post, req: GenerationRequest) -> Image.Image:
+        from shared.engine import upscalers
+
+        try:
+            return upscalers.upscale_by(self, img, post, req.upscale.scale)
+        except SdgateError:
+            raise
+        except Exception as e:  # a broken upscaler file: this request fails, clearly
+            log.exception("upscale after generation failed")
+            raise GenerationFailed(f"upscaling with {post.name} failed: {type(e).__name__}: "
+                                   f"{e}") from e
 
     @staticmethod
     def _out_size(req: GenerationRequest, img: Image.Image) -> tuple[int, int]:

@@ -104,3 +104,23 @@ def test_text2img_upscale_without_the_model_is_refused(make_app):
         r = c.post("/api/v3/text2img", json={"key": "", "prompt": "a cat", "upscale": "yes",
                                             **SMALL}).json()
     assert r["status"] == "error" and "RealESRGAN_x4plus" in r["message"]["upscale"][0]
+
+
+def test_super_resolution_webhook_and_track_id(make_app, up_dir, engine, monkeypatch):
+    from standardwebhooks import Webhook
+
+    from tests.http_helpers import receiver
+    from tests.test_modelslab_webhooks import SECRET, hook_settings, wait_webhook_status
+
+    monkeypatch.setattr(engine, "registry", ModelRegistry(up_dir))
+    with receiver() as rec:
+        with TestClient(make_app(models_dir=up_dir, **hook_settings(rec))) as c:
+            out = c.post("/api/v3/super_resolution", json={
+                "key": "", "url": b64(picture()), "scale": 2, "webhook": rec.url + "/hook",
+                "track_id": 42}).json()
+            assert out["status"] == "success", out
+            done = wait_webhook_status(c, out["id"])
+        assert done["webhook_status"] == "success" and len(rec.hits) == 1
+        payload = Webhook(SECRET).verify(rec.hits[0].body, rec.hits[0].headers)
+        assert payload["id"] == out["id"] and payload["output"] == out["output"]
+        assert payload["track_id"] == "42"
