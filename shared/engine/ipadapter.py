@@ -47,10 +47,35 @@ def check(req: GenerationRequest, root, family: str) -> None:
                              f"folder); got {sorted(map(str, folders))}", param="ip_adapter")
 
 
-def _path(root, name: str | None):
+def _path(root, name: str | None, cross_dim: int | None = None):
+    """The adapter file: by name, else the first (by name) that fits a UNet whose
+    cross-attention width is `cross_dim`; one made for another width is refused."""
     if name is not None:
-        return resolve_ip_adapter(root, name)
-    return next(iter(ip_adapters(root).values()))  # the default: the first, by name
+        path = resolve_ip_adapter(root, name)
+        width = _width(path)
+        if cross_dim is not None and width not in (None, cross_dim):
+            raise InvalidRequest(f"IP-Adapter {name!r} is for models of cross-attention width "
+                                 f"{width}, this model's is {cross_dim} (an SD1.5 adapter on "
+                                 "SDXL, or the reverse)", param="ip_adapter")
+        return path
+    found = ip_adapters(root)
+    for path in found.values():
+        if cross_dim is None or _width(path) in (None, cross_dim):
+            return path
+    raise Unsupported(f"no installed IP-Adapter fits this model (cross-attention width "
+                      f"{cross_dim}); installed: {list(found)}", param="ip_adapter")
+
+
+def _width(path) -> int | None:
+    """The cross-attention width an adapter file was trained for (None: not readable cheaply):
+    its to_k_ip layers take that many input features, in every IP-Adapter variant."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        key = next((k for k in f.keys() if k.endswith(".to_k_ip.weight")), None)
+        return None if key is None else f.get_slice(key).get_shape()[1]
 
 
 @contextmanager
@@ -59,7 +84,8 @@ def applied(engine, pipe, req: GenerationRequest):
     from diffusers import DiffusionPipeline
 
     root = engine.registry.root
-    paths = [_path(root, ref.model) for ref in req.ip_adapters]
+    width = pipe.unet.config.cross_attention_dim
+    paths = [_path(root, ref.model, width) for ref in req.ip_adapters]
     folder = paths[0].parent
     unet = pipe.unet
     saved = (unet.attn_processors, unet.encoder_hid_proj, unet.config.encoder_hid_dim_type,

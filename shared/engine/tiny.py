@@ -150,8 +150,9 @@ def write_tiny_controlnet(models_dir: Path, name: str = "tiny-cn", seed: int = 1
     return out / name
 
 
-def write_tiny_ip_adapter(models_dir: Path, name: str = "tiny-ip-adapter", seed: int = 2) -> Path:
-    """A random IP-Adapter for the tiny model in h94/IP-Adapter's layout under
+def write_tiny_ip_adapter(models_dir: Path, name: str = "tiny-ip-adapter", seed: int = 2,
+                          model: str = TINY_NAME) -> Path:
+    """A random IP-Adapter for a tiny model (`model`'s UNet) in h94/IP-Adapter's layout under
     <models_dir>/IP-Adapter: `image_encoder/` (a tiny CLIPVisionModelWithProjection) and
     `name.safetensors` with the original keys (image_proj.proj / norm, ip_adapter.<n>.to_k_ip /
     to_v_ip for each cross-attention layer, n = 1, 3, 5, ...)."""
@@ -161,14 +162,15 @@ def write_tiny_ip_adapter(models_dir: Path, name: str = "tiny-ip-adapter", seed:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     models_dir = Path(models_dir)
-    unet = UNet2DConditionModel.from_pretrained(models_dir / TINY_NAME / "unet")
+    unet = UNet2DConditionModel.from_pretrained(models_dir / model / "unet")
     torch.manual_seed(seed)
     embed = 32
-    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        image_size=32, patch_size=4, projection_dim=embed))
     out = models_dir / "IP-Adapter"
-    encoder.save_pretrained(out / "image_encoder", safe_serialization=True)
+    if not (out / "image_encoder" / "config.json").is_file():  # one encoder for every adapter
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+            image_size=32, patch_size=4, projection_dim=embed))
+        encoder.save_pretrained(out / "image_encoder", safe_serialization=True)
     cross = unet.config.cross_attention_dim
     state = {"image_proj.proj.weight": torch.randn(cross * 4, embed) * 0.5,
              "image_proj.proj.bias": torch.randn(cross * 4) * 0.5,

@@ -108,3 +108,29 @@ def test_effective_region_mask(engine, base):
     assert ll > 1.4 * lr and rr > 1.4 * rl  # the image prompt acts where the mask is white
     black = png(Image.new("L", (big, big), 0))
     assert (at([IPAdapterRef(images=[RED, BLUE], region_mask=black)]) == plain).all()
+
+
+def test_sdxl_and_adapters_fitting_the_model(tmp_path):
+    """The tiny SDXL with an adapter of its width beside the tiny SD1.5's: the default is the
+    one that fits, the other is refused by name."""
+    from shared.engine import Engine
+    from shared.engine.registry import ModelRegistry
+    from shared.engine.tiny import write_tiny_ip_adapter, write_tiny_model
+    from shared.engine.tiny_families import write_tiny_family
+
+    write_tiny_family("sdxl", tmp_path / "xl")
+    write_tiny_model(tmp_path / "tiny-sd")
+    write_tiny_ip_adapter(tmp_path, "a-sd15-adapter")  # first by name, SD1.5's width
+    write_tiny_ip_adapter(tmp_path, "b-xl-adapter", model="xl")
+    eng = Engine(ModelRegistry(tmp_path, default="xl"))
+
+    def xl(refs):
+        req = GenerationRequest(prompt="a house", width=SIZE, height=SIZE, steps=3, seed=7,
+                                ip_adapters=refs)
+        return np.asarray(Image.open(io.BytesIO(eng.generate(req).images[0].data))).astype(int)
+
+    plain = xl([])
+    assert (xl([IPAdapterRef(images=[RED])]) != plain).any()  # b-xl-adapter, chosen by width
+    assert (xl([IPAdapterRef(images=[RED], scale=0)]) == plain).all()
+    with pytest.raises(InvalidRequest, match="cross-attention width"):
+        xl([IPAdapterRef(model="a-sd15-adapter", images=[RED])])
