@@ -1,4 +1,5 @@
-"""The `interrogate` operation: BLIP captions (transformers), ranked CLIP matches appended.
+"""The `interrogate` operation: BLIP captions (transformers), ranked CLIP matches appended;
+booru tags for "deepdanbooru" (shared/engine/tagger.py).
 
 As upstream's `modules/interrogate.py`: the caption, then for each category file the top matches
 of its lines by CLIP similarity to the image (`flavors.top3.txt` gives three, others one),
@@ -13,9 +14,9 @@ from pathlib import Path
 
 from shared import images as imgs
 from shared.engine import ops
-from shared.errors import ModelNotFound, NotFound, Unsupported
-from shared.interrogation import (BLIP_DIR, CATEGORIES_DIR, CLIP_DIR, InterrogateRequest,
-                                  InterrogateResult)
+from shared.errors import ModelNotFound, NotFound
+from shared.interrogation import (BLIP_DIR, CATEGORIES_DIR, CLIP_DIR, TAGGER_DIR,
+                                  InterrogateRequest, InterrogateResult)
 
 _lock = threading.Lock()
 _cache: dict[tuple, tuple] = {}
@@ -92,20 +93,21 @@ def rank(folder: Path, image, cats, device: str = "cpu") -> list[str]:
 @ops.op("interrogate")
 def interrogate(engine, req: InterrogateRequest) -> InterrogateResult:
     """A1111's interrogate: "clip" captions with BLIP (plus CLIP matches when installed)."""
-    if req.model == "deepdanbooru":
-        raise Unsupported("interrogate model deepdanbooru is not supported: its model "
-                          "(model-resnet_custom_v3.pt, A1111's own network) cannot be loaded "
-                          "here; use model \"clip\"", param="model")
-    if req.model != "clip":
+    if req.model not in ("clip", "deepdanbooru"):
         raise NotFound(f"Model not found: {req.model}")
     root = Path(engine.registry.root)
+    device = str(getattr(engine, "device", "cpu") or "cpu")
+    if req.model == "deepdanbooru":
+        from shared.engine import tagger
+
+        image = imgs.open_image(req.image, engine.max_image_pixels, "image")
+        return InterrogateResult(caption=tagger.caption(root / TAGGER_DIR, image, req, device))
     blip = root / BLIP_DIR
     if not (blip / "config.json").is_file():
         raise ModelNotFound(f"interrogate needs a BLIP captioning model in <models_dir>/{BLIP_DIR} "
                             "(e.g. Salesforce/blip-image-captioning-base saved with "
                             "save_pretrained); none is installed", param="model")
     image = imgs.open_image(req.image, engine.max_image_pixels, "image").convert("RGB")
-    device = str(getattr(engine, "device", "cpu") or "cpu")
     text = caption(blip, image, req, device)
     clip = root / CLIP_DIR
     cats = categories(root, req.dict_limit, req.skip_categories)

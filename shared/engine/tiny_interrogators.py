@@ -3,7 +3,8 @@
 BLIP: BlipForConditionalGeneration with a tiny BlipConfig and a BlipProcessor (a real BERT
 WordPiece vocab.txt of a few words plus BLIP's [DEC] start token), saved with save_pretrained.
 CLIP: CLIPModel with a tiny CLIPConfig and a CLIPProcessor around the byte-level CLIP tokenizer
-the tiny pipeline uses. Both load through `from_pretrained`, as the real weights do.
+the tiny pipeline uses. Both load through `from_pretrained`, as the real weights do. The tagger
+is a WD14-layout ONNX file and tag list, run by onnxruntime as real taggers are.
 """
 
 from __future__ import annotations
@@ -66,12 +67,49 @@ def clip(path: Path, seed: int = 1) -> Path:
     return path
 
 
+TAGS = [("1girl", "0"), ("red_background", "0"), ("blue_sky", "0"), ("smile", "0"),
+        ("(parody)", "0"), ("green_(color)", "0"), ("artist_name", "1"), ("general", "9")]
+
+
+def tagger(folder: Path, side: int = 32, seed: int = 2) -> Path:
+    """A WD14-layout tagger: model.onnx (NHWC BGR in, sigmoid scores out: mean colour times a
+    random matrix) and selected_tags.csv with a rating tag, as SmilingWolf's files are."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((3, len(TAGS))) / 20).astype(np.float32)
+    b = (-w.sum(axis=0) * 127.5).astype(np.float32)  # mid-grey scores 0.5: colours decide
+    nodes = [helper.make_node("ReduceMean", ["input_1:0"], ["mean"], axes=[1, 2], keepdims=0),
+             helper.make_node("MatMul", ["mean", "w"], ["logits0"]),
+             helper.make_node("Add", ["logits0", "b"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], ["predictions_sigmoid"])]
+    graph = helper.make_graph(
+        nodes, "tiny-wd14",
+        [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, [1, side, side, 3])],
+        [helper.make_tensor_value_info("predictions_sigmoid", TensorProto.FLOAT,
+                                       [1, len(TAGS)])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(folder / "model.onnx"))
+    rows = ["tag_id,name,category,count"] + [f"{i},{n},{c},{100 - i}"
+                                             for i, (n, c) in enumerate(TAGS)]
+    (folder / "selected_tags.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
 def write_interrogators(models_dir: Path, with_clip: bool = True) -> Path:
     """BLIP (and CLIP with two category files) under a models folder, as the op reads them."""
-    from shared.interrogation import BLIP_DIR, CATEGORIES_DIR, CLIP_DIR
+    from shared.interrogation import BLIP_DIR, CATEGORIES_DIR, CLIP_DIR, TAGGER_DIR
 
     models_dir = Path(models_dir)
     blip(models_dir / BLIP_DIR)
+    tagger(models_dir / TAGGER_DIR)
     if with_clip:
         clip(models_dir / CLIP_DIR)
         cats = models_dir / CATEGORIES_DIR

@@ -47,18 +47,33 @@ def test_interrogate_clip(ic):
     assert again.json() == r.json()  # deterministic (greedy decoding), at both prefixes
 
 
+def test_interrogate_deepdanbooru_with_the_options(ic):
+    r = ic.post(f"{P}/interrogate", json={"image": b64(picture()), "model": "deepdanbooru"})
+    assert r.status_code == 200, r.text
+    default = r.json()["caption"]
+    assert ic.post(f"{P}/options", json={"interrogate_deepbooru_score_threshold": 0.0,
+                                         "deepbooru_use_spaces": False,
+                                         "deepbooru_filter_tags": "smile"}).status_code == 200
+    every = ic.post(f"{P}/interrogate", json={"image": b64(picture()),
+                                              "model": "deepdanbooru"}).json()["caption"]
+    tags = every.split(", ")
+    assert len(tags) == 6 and "red_background" in tags and "smile" not in tags
+    assert set(t.replace("_", " ") for t in default.split(", ") if t) <= {
+        t.replace("_", " ") for t in tags} | {"smile"}
+
+
 def test_interrogate_refusals(ic):
     r = ic.post(f"{P}/interrogate", json={"image": b64(picture()), "model": "nope"})
     assert r.status_code == 404 and r.json()["detail"] == "Model not found: nope"
     r = ic.post(f"{P}/interrogate", json={"model": "clip"})
     assert r.status_code == 404 and r.json()["detail"] == "Image not found"
-    r = ic.post(f"{P}/interrogate", json={"image": b64(picture()), "model": "deepdanbooru"})
-    assert r.status_code == 400 and "deepdanbooru" in r.json()["detail"]
 
 
 def test_interrogate_without_models(client):
     r = client.post(f"{P}/interrogate", json={"image": b64(picture())})  # no BLIP installed
     assert r.status_code == 404 and "BLIP" in r.json()["detail"]
+    r = client.post(f"{P}/interrogate", json={"image": b64(picture()), "model": "deepdanbooru"})
+    assert r.status_code == 404 and "selected_tags.csv" in r.json()["detail"]
     assert set(r.json()) == {"error", "detail", "body", "errors"}
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from shared.engine import interrogator, ops, tiny_interrogators
 from shared.engine.registry import ModelRegistry
-from shared.errors import ModelNotFound, NotFound, Unsupported
+from shared.errors import ModelNotFound, NotFound
 from shared.interrogation import BLIP_DIR, CLIP_DIR, InterrogateRequest
 
 
@@ -77,7 +77,34 @@ def test_clip_ranking_appends_category_matches(full):
 def test_refusals(tmp_path, blip_only):
     with pytest.raises(ModelNotFound, match="BLIP"):
         run(tmp_path, image=picture())
-    with pytest.raises(Unsupported, match="deepdanbooru"):
-        run(blip_only, image=picture(), model="deepdanbooru")
+    with pytest.raises(ModelNotFound, match="selected_tags.csv"):
+        run(tmp_path, image=picture(), model="deepdanbooru")
     with pytest.raises(NotFound, match="Model not found: nope"):
         run(blip_only, image=picture(), model="nope")
+
+
+def solid(rgb) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_deepdanbooru_tags_as_upstream_formats_them(full):
+    names = {"1girl", "red background", "blue sky", "smile", r"\(parody\)", r"green \(color\)",
+             "artist name"}
+    everything = run(full, image=solid((200, 30, 30)), model="deepdanbooru", threshold=0.0)
+    tags = everything.split(", ")
+    # no rating tag; alphabetical by the tag's own name (as upstream, before escaping); escaped
+    assert set(tags) == names and tags == [r"\(parody\)", "1girl", "artist name", "blue sky",
+                                           r"green \(color\)", "red background", "smile"]
+    red = run(full, image=solid((220, 20, 20)), model="deepdanbooru")
+    blue = run(full, image=solid((20, 20, 220)), model="deepdanbooru")
+    assert red != blue and set(red.split(", ")) <= names  # the tags follow the image
+    assert run(full, image=solid((200, 30, 30)), model="deepdanbooru", threshold=1.0) == ""
+    ranked = run(full, image=solid((200, 30, 30)), model="deepdanbooru", threshold=0.0,
+                 sort_alpha=False, use_spaces=False, escape=False, return_ranks=True,
+                 filter_tags=["smile"])
+    parts = ranked.split(", ")
+    scores = [float(p.rsplit(":", 1)[1].rstrip(")")) for p in parts]
+    assert scores == sorted(scores, reverse=True) and len(parts) == 6
+    assert "(red_background:" in ranked and "smile" not in ranked

@@ -28,6 +28,13 @@ def _int(options: dict, key: str, default: int, low: int, high: int) -> int:
         return default
 
 
+def _float(options: dict, key: str, default: float) -> float:
+    try:
+        return min(1.0, max(0.0, float(options.get(key, default))))
+    except (TypeError, ValueError):
+        return default
+
+
 def to_op(req: InterrogateRequest, max_px: int, options: dict) -> OpRequest:
     if not req.image:
         raise NotFound("Image not found", param="image")
@@ -38,7 +45,14 @@ def to_op(req: InterrogateRequest, max_px: int, options: dict) -> OpRequest:
                      min_length=_int(options, "interrogate_clip_min_length", 24, 1, 128),
                      max_length=_int(options, "interrogate_clip_max_length", 48, 1, 256),
                      dict_limit=_int(options, "interrogate_clip_dict_limit", 1500, 0, 10**6),
-                     skip_categories=[str(s) for s in skip] if isinstance(skip, list) else [])
+                     skip_categories=[str(s) for s in skip] if isinstance(skip, list) else [],
+                     threshold=_float(options, "interrogate_deepbooru_score_threshold", 0.5),
+                     sort_alpha=bool(options.get("deepbooru_sort_alpha", True)),
+                     use_spaces=bool(options.get("deepbooru_use_spaces", True)),
+                     escape=bool(options.get("deepbooru_escape", True)),
+                     filter_tags=[t for t in str(options.get("deepbooru_filter_tags") or "")
+                                  .split(",") if t.strip()],
+                     return_ranks=bool(options.get("interrogate_return_ranks", False)))
 
 
 def render(result) -> dict:
