@@ -3,7 +3,7 @@
     modal run -m functions.weights --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --lora detail=https://example.com/add_detail.safetensors
 
-Options (--model, --checkpoint, --lora, --embedding, --force) are infra/weights.py's; progress
+Options (--model, --checkpoint, --lora, --embedding, --repo, --force) are infra/weights.py's; progress
 prints in your terminal while the download runs in a CPU container next to the volume.
 """
 

@@ -6,6 +6,9 @@ The layout is the model registry's (shared/engine/registry.py):
     --checkpoint [NAME=]URL           <root>/<NAME>.safetensors   a one-file checkpoint
     --lora [NAME=]URL                 <root>/Lora/<NAME>.safetensors
     --embedding [NAME=]URL            <root>/embeddings/<NAME>.safetensors
+    --repo FOLDER=OWNER/REPO[@REV]    <root>/<FOLDER>/            a plain (non-diffusers) repo:
+                                      translator/opus-mt-zh-en, BLIP, CLIP-interrogator,
+                                      deepdanbooru (a WD14 ONNX tagger)
 
 A URL is http(s)://... or hf://OWNER/REPO/PATH[@REV]. Every item downloads into <root>/.staging
 and is renamed into place once complete, so a model is either whole or absent, and an item already
@@ -63,13 +66,15 @@ class Item:
     name: str
 
     def target(self, root: Path) -> Path:
-        if self.kind == "model":
+        if self.kind in ("model", "repo"):
             return root / self.name
         return root / FOLDERS[self.kind] / f"{self.name}.safetensors"
 
     def complete(self, root: Path) -> bool:
         """In place, as the registry would find it."""
         target = self.target(root)
+        if self.kind == "repo":
+            return (target / "config.json").is_file() or (target / "model.onnx").is_file()
         return (target / "model_index.json").is_file() if self.kind == "model" else target.is_file()
 
 
@@ -77,6 +82,15 @@ def make_item(kind: str, spec: str) -> Item:
     """An Item from `[NAME=]SOURCE`; the name defaults to the repo's or the file's own."""
     named = _NAMED.match(spec)
     name, source = named.groups() if named else (None, spec)
+    if kind == "repo":  # FOLDER is required and may have one level: translator/opus-mt-zh-en
+        folder = re.match(r"^([^=]+)=(.+)$", spec)
+        if folder is None or not all(_NAME.match(p) for p in folder.group(1).split("/")) \
+                or folder.group(1).count("/") > 1:
+            raise WeightsError(f"--repo wants FOLDER=OWNER/REPO[@REVISION], got {spec!r}")
+        name, source = folder.groups()
+        if not re.match(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$", source):
+            raise WeightsError(f"--repo wants FOLDER=OWNER/REPO[@REVISION], got {spec!r}")
+        return Item(kind, source, name)
     if kind == "model":
         if not re.match(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$", source):
             raise WeightsError(f"--model wants OWNER/REPO[@REVISION], got {source!r}")
@@ -102,14 +116,18 @@ def parse(argv: Iterable[str]) -> tuple[list[Item], bool]:
     parser.add_argument("--model", action="append", default=[], metavar="[NAME=]OWNER/REPO[@REV]")
     for kind in ("checkpoint", "lora", "embedding"):
         parser.add_argument(f"--{kind}", action="append", default=[], metavar="[NAME=]URL")
+    parser.add_argument("--repo", action="append", default=[],
+                        metavar="FOLDER=OWNER/REPO[@REV]")
     parser.add_argument("--force", action="store_true", help="fetch again what is already there")
     args = parser.parse_args(list(argv))
     try:
-        items = [make_item(kind, spec) for kind in FOLDERS for spec in getattr(args, kind)]
+        items = [make_item(kind, spec) for kind in (*FOLDERS, "repo")
+                 for spec in getattr(args, kind)]
     except WeightsError as e:
         parser.error(str(e))
     if not items:
-        parser.error("nothing to fetch: give --model, --checkpoint, --lora or --embedding")
+        parser.error("nothing to fetch: give --model, --checkpoint, --lora, --embedding or "
+                     "--repo")
     return items, args.force
 
 
@@ -130,6 +148,22 @@ def select_files(files: Iterable[str]) -> list[str]:
         chosen += [f"{folder}/{b}" for b in plain if b.endswith(_CONFIG_SUFFIXES)]
         chosen += [f"{folder}/{b}" for b in weights]
     return sorted(chosen)
+
+
+def select_plain(files: Iterable[str]) -> list[str]:
+    """What transformers' from_pretrained (or onnxruntime) reads from a plain repo's top level:
+    configs, tokenizer and sentencepiece files, tag lists, and safetensors weights (else an
+    .onnx graph); never pickled weights (.bin, .pt, .h5 and the like)."""
+    top = sorted(f for f in files if "/" not in f)
+    keep = [f for f in top if f.endswith((*_CONFIG_SUFFIXES, ".spm", ".csv"))
+            and not f.startswith(".")]
+    weights = [f for f in top if f.endswith(".safetensors") and not _VARIANT.search(f)]
+    weights = weights or [f for f in top if f.endswith(".onnx")]
+    if not weights:
+        raise WeightsError("no safetensors or ONNX weights at the top of the repo (pickled "
+                           "weights are refused); pick a revision that has them, e.g. "
+                           "@refs/pr/N of a safetensors conversion")
+    return keep + weights
 
 
 def check_safetensors(path: Path) -> None:
@@ -194,8 +228,9 @@ def fetch_repo(item: Item, dest: Path, log: Callable[[str], None]) -> None:
     from huggingface_hub import HfApi, snapshot_download
 
     repo, _, revision = item.source.partition("@")
-    wanted = select_files(HfApi().list_repo_files(repo, revision=revision or None))
-    if "model_index.json" not in wanted:
+    listing = HfApi().list_repo_files(repo, revision=revision or None)
+    wanted = select_plain(listing) if item.kind == "repo" else select_files(listing)
+    if item.kind == "model" and "model_index.json" not in wanted:
         raise WeightsError(f"{repo} has no model_index.json, so it is not a diffusers repo; "
                            f"for a one-file checkpoint use --checkpoint hf://{repo}/FILE")
     log(f"  {len(wanted)} files from {repo}")
@@ -235,14 +270,14 @@ def fill(root: Path, items: Iterable[Item], force: bool = False,
         staged = root / STAGING / f"{item.kind}-{item.name}"
         staged.parent.mkdir(parents=True, exist_ok=True)
         try:
-            if item.kind == "model":
+            if item.kind in ("model", "repo"):
                 fetch_repo(item, staged, log)
             else:
                 fetch_file(item, staged, log)
         except Exception as e:  # one bad item must not stop the others
             failed.append(f"failed {label}: {e}")
             log(failed[-1])
-            if item.kind != "model":  # a repo keeps its partial files: the next run resumes them
+            if item.kind not in ("model", "repo"):  # a repo keeps its partial files to resume
                 staged.unlink(missing_ok=True)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)

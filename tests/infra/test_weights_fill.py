@@ -107,3 +107,43 @@ def test_http_errors_are_reported(tmp_path, files_server):
     with pytest.raises(WeightsError, match="HTTP 404"):
         weights.fill(tmp_path, [Item("lora", f"{base}/missing.safetensors", "m")],
                      log=lambda line: None)
+
+
+def test_repo_items_for_translators_interrogators_and_taggers():
+    items, _ = weights.parse(["--repo", "translator/opus-mt-zh-en=Helsinki-NLP/opus-mt-zh-en",
+                              "--repo", "BLIP=Salesforce/blip-image-captioning-base@main",
+                              "--repo", "deepdanbooru=SmilingWolf/wd-v1-4-vit-tagger-v2"])
+    assert items == [Item("repo", "Helsinki-NLP/opus-mt-zh-en", "translator/opus-mt-zh-en"),
+                     Item("repo", "Salesforce/blip-image-captioning-base@main", "BLIP"),
+                     Item("repo", "SmilingWolf/wd-v1-4-vit-tagger-v2", "deepdanbooru")]
+    for bad in (["--repo", "Helsinki-NLP/opus-mt-zh-en"], ["--repo", "a/b/c=x/y"],
+                ["--repo", "BLIP=not a repo"]):
+        with pytest.raises(SystemExit):
+            weights.parse(bad)
+
+
+def test_select_plain_takes_configs_tokenizers_and_safe_weights():
+    marian = ["README.md", ".gitattributes", "config.json", "generation_config.json",
+              "pytorch_model.bin", "tf_model.h5", "rust_model.ot", "model.safetensors",
+              "source.spm", "target.spm", "vocab.json", "tokenizer_config.json", "metadata.json"]
+    assert weights.select_plain(marian) == [
+        "config.json", "generation_config.json", "metadata.json", "source.spm", "target.spm",
+        "tokenizer_config.json", "vocab.json", "model.safetensors"]
+    tagger = ["README.md", "model.onnx", "selected_tags.csv", "keras_metadata.pb",
+              "variables/variables.index"]
+    assert weights.select_plain(tagger) == ["selected_tags.csv", "model.onnx"]
+    with pytest.raises(WeightsError, match="pickled"):
+        weights.select_plain(["config.json", "pytorch_model.bin"])
+
+
+def test_repo_item_is_complete_once_its_config_is_in_place(tmp_path):
+    item = Item("repo", "Helsinki-NLP/opus-mt-zh-en", "translator/opus-mt-zh-en")
+    assert item.target(tmp_path) == tmp_path / "translator" / "opus-mt-zh-en"
+    assert not item.complete(tmp_path)
+    (tmp_path / "translator" / "opus-mt-zh-en").mkdir(parents=True)
+    (tmp_path / "translator" / "opus-mt-zh-en" / "config.json").write_text("{}")
+    assert item.complete(tmp_path)
+    from shared import translation
+
+    assert translation.installed(tmp_path / "translator") == {
+        "zh": tmp_path / "translator" / "opus-mt-zh-en"}  # where the translate op looks
