@@ -4,9 +4,9 @@ and result, cheap script-based language detection, and the catalogue of installe
 Translators are MarianMT models (Helsinki-NLP opus-mt-<src>-en, saved with `save_pretrained`) in
 folders under the translator directory (SDGATE_TRANSLATOR_DIR, default <models_dir>/translator),
 named `<src>-en` or `opus-mt-<src>-en`; `mul-en` (opus-mt-mul-en) takes whatever has no model of
-its own. A prompt is translated one comma-separated part at a time, and only the parts written in
-another script than Latin (or, with a `mul` model, Latin with non-ASCII letters), so English
-terms, weights like `(word:1.2)` and LoRA tags in between stay exactly as written.
+its own. A prompt is split at commas; in a part written in a non-Latin script only its runs of
+non-ASCII text are translated (so `(一只猫:1.2)` becomes `(a cat:1.2)`), a part in accented Latin
+goes whole to a `mul` model, and English parts, weights and LoRA tags stay exactly as written.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ SCRIPTS = {"HANGUL": "ko", "HIRAGANA": "ja", "KATAKANA": "ja", "CJK": "zh", "CYR
            "ARABIC": "ar", "GREEK": "el", "HEBREW": "he", "THAI": "th", "DEVANAGARI": "hi"}
 MULTI = "mul"  # opus-mt-mul-en: many source languages, Latin-script ones included
 _PART = re.compile(r"([,，、;；\n]+)")  # prompt separators, the CJK comma included
+# a run of non-ASCII text (words joined by spaces or hyphens): what is translated inside a part
+# written in a non-Latin script, so `(一只猫:1.2)` keeps its brackets and weight
+_RUN = re.compile(r"[^\x00-\x7f](?:[ \-']*[^\x00-\x7f])*")
 
 
 def detect(text: str) -> str | None:
@@ -47,6 +50,16 @@ def detect(text: str) -> str | None:
 def split(text: str) -> list[str]:
     """A prompt as parts and the separators between them (joined back unchanged)."""
     return _PART.split(text)
+
+
+def spans(part: str, lang: str) -> list[tuple[int, int]]:
+    """(start, end) of what to translate in one part: its non-ASCII runs for a non-Latin script
+    (syntax like `(...:1.2)` or `<lora:x:1>` around them stays), the whole stripped part for
+    accented Latin ("mul": its ASCII words belong to the sentence)."""
+    if lang == MULTI:
+        start = len(part) - len(part.lstrip())
+        return [(start, len(part.rstrip()))] if part.strip() else []
+    return [m.span() for m in _RUN.finditer(part) if detect(m.group())]
 
 
 def installed(root: Path | None) -> dict[str, Path]:

@@ -30,3 +30,11 @@ def test_installed_folders(tmp_path):
     assert translation.installed(tmp_path) == {
         "ja": tmp_path / "opus-mt-ja-en", "mul": tmp_path / "mul-en", "zh": tmp_path / "zh-en"}
     assert translation.installed(tmp_path / "nope") == {}
+
+
+def test_spans_keep_prompt_syntax():
+    part = "(一只猫:1.2) <lora:小猫:0.5> 红色的 车"
+    got = [part[a:b] for a, b in translation.spans(part, "zh")]
+    assert got == ["一只猫", "小猫", "红色的 车"]
+    assert translation.spans(" un château près de la mer ", "mul") == [(1, 26)]
+    assert translation.spans("“”", "zh") == []  # punctuation alone is not translated

@@ -79,20 +79,21 @@ def translate(engine, req: TranslateRequest) -> TranslateResult:
                           "send prompts in English with multi_lingual \"no\"",
                           param="multi_lingual")
     pieces = [translation.split(t) for t in req.texts]
-    todo: dict[Path, list[tuple[int, int]]] = {}
+    todo: dict[Path, list[tuple[int, int, int, int]]] = {}  # folder -> (text, part, start, end)
     languages: list[str] = []
     for ti, parts in enumerate(pieces):
         for pi, part in enumerate(parts):
             lang = translation.detect(part) if pi % 2 == 0 else None  # odd: separators
             if lang is None or lang == translation.MULTI and translation.MULTI not in models:
                 continue  # English, or accented Latin with no multilingual model: kept
-            todo.setdefault(_model_for(models, lang), []).append((ti, pi))
+            folder = _model_for(models, lang)
+            for start, end in translation.spans(part, lang):
+                todo.setdefault(folder, []).append((ti, pi, start, end))
             if lang not in languages:
                 languages.append(lang)
     device = str(getattr(engine, "device", "cpu") or "cpu")
     for folder, where in todo.items():
-        done = translate_parts(folder, [pieces[ti][pi].strip() for ti, pi in where], device)
-        for (ti, pi), text in zip(where, done):
-            lead = pieces[ti][pi][:len(pieces[ti][pi]) - len(pieces[ti][pi].lstrip())]
-            pieces[ti][pi] = lead + text
+        done = translate_parts(folder, [pieces[t][p][a:b] for t, p, a, b in where], device)
+        for (t, p, a, b), text in sorted(zip(where, done), key=lambda x: -x[0][2]):
+            pieces[t][p] = pieces[t][p][:a] + text + pieces[t][p][b:]  # right to left: spans hold
     return TranslateResult(texts=["".join(p) for p in pieces], languages=languages)

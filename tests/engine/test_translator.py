@@ -39,6 +39,14 @@ def test_translates_only_the_non_english_parts(translator_models, monkeypatch):
     assert again.texts[0] == out.texts[0]
 
 
+def test_weights_and_lora_tags_around_chinese_stay(translator_models):
+    folder = translator_models / "translator" / "zh-en"
+    (cat,) = translator.translate_parts(folder, ["一只猫"])
+    out = ops.run(eng(translator_models), "translate", TranslateRequest(
+        texts=["(一只猫:1.2), <lora:detail:0.6>"]))
+    assert out.texts == [f"({cat}:1.2), <lora:detail:0.6>"]
+
+
 def test_no_translator_or_no_language_model(tmp_path, translator_models):
     with pytest.raises(Unsupported, match="none is installed"):
         ops.run(eng(tmp_path), "translate", TranslateRequest(texts=["一只猫"]))
