@@ -71,7 +71,7 @@ def add_bench(sub) -> None:
                            "encoding and the GPU path (docs/bench.md)")
     bench.add_argument("--size", type=int, help="image side (default: 512; 1024 for sdxl)")
     bench.add_argument("--steps", type=int, help="steps (default: tiny 20, sd15 25, sdxl 30)")
-    bench.add_argument("--arch", choices=["tiny", "sd15", "sdxl"], default="tiny",
+    bench.add_argument("--arch", choices=["tiny", "sd15", "sdxl", "sd3", "flux"], default="tiny",
                        help="architecture for the GPU-path ladder (and, on a GPU, the served "
                        "model); full sizes use random weights built from shared/engine/archs")
     bench.add_argument("--model", help="serve this model from --models-dir instead")

@@ -84,3 +84,30 @@ def test_full_size_sdxl_is_not_built_on_a_cpu():
     assert res["size"] == 1024 and res["steps"] == 30 and "rungs" not in res
     assert res["smoke"].startswith("skipped")
     assert res["parameters_m"]["unet"] == pytest.approx(2567.5, abs=0.1)
+
+
+@pytest.mark.parametrize("arch_name, params_b, tflop", [("sd3", 2.03, (7, 12)),
+                                                        ("flux", 11.9, (60, 95))])
+def test_sd3_and_flux_rungs_count_parameters_and_flops_on_the_meta_device(arch_name, params_b,
+                                                                          tflop):
+    """SD3 medium and FLUX.1-dev from their published configs: parameters and FLOPs of one
+    transformer forward at 1024² (4096 latent tokens + text tokens), nothing built for real."""
+    from shared.bench import arch
+
+    res = arch.run(arch_name, "cpu", None, None, reps=1)
+    assert res["size"] == 1024 and res["steps"] == 28 and "rungs" not in res
+    assert res["parameters_m"]["transformer"] / 1e3 == pytest.approx(params_b, abs=0.05)
+    assert res["parameters_m"]["text_encoder_2" if arch_name == "flux" else "text_encoder_3"] \
+        == pytest.approx(4762.3, abs=0.1)  # T5-XXL's encoder
+    assert tflop[0] < res["transformer_tflop"] < tflop[1]
+    assert res["cfg_passes"] == (1 if arch_name == "flux" else 2)
+    assert res["vae_decode_tflop"] > 5  # the 16-channel VAE at 1024²
+
+
+def test_bench_cli_takes_the_flow_archs(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(["bench", *TOY, "--sections", "arch", "--arch", "flux", "--out", str(out)])
+    assert "transformer_tflop" in capsys.readouterr().out
+    res = json.loads(out.read_text())["arch"]
+    assert res["arch"] == "flux" and res["size"] == 64  # 16 image tokens + 512 text tokens
+    assert 1 < res["transformer_tflop"] < 74

@@ -1,9 +1,12 @@
-"""The GPU path rung by rung, on the real SD1.5 / SDXL architectures (random weights) or tiny.
+"""The GPU path rung by rung, on the real SD1.5 / SDXL / SD3 / Flux architectures (random
+weights) or tiny.
 
-Each rung adds one optimization to the rung before and reports time per image, UNet it/s
+Each rung adds one optimization to the rung before and reports time per image, denoiser it/s
 (denoising only) and VAE decode time. FLOPs are counted by torch's FlopCounterMode on a meta
 copy of the model (no memory, no compute); on a GPU with a known peak each rung is reported as a
-fraction of the physical limit: (UNet FLOPs x steps x 2 for CFG + VAE decode FLOPs) / peak.
+fraction of the physical limit: (denoiser FLOPs x steps x 2 for CFG + VAE decode FLOPs) / peak.
+Flux dev has no CFG pass (its guidance is an embedding): x 1. On a CPU the full-size SD3 and
+Flux report parameters and FLOPs from the meta device only.
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ import time
 
 from shared.bench.timing import median, sync, timed
 from shared.engine import accel
-from shared.engine.archs import NATIVE, PARTS, build_pipeline, count_parameters
+from shared.engine.archs import FLOW, NATIVE, PARTS, build_component, build_pipeline, \
+    count_parameters
 
 # Dense fp16/bf16 tensor-core peaks, TFLOP/s (vendor data sheets, no sparsity).
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
-DEFAULT_STEPS = {"sd15": 25, "sdxl": 30, "tiny": 20}
+DEFAULT_STEPS = {"sd15": 25, "sdxl": 30, "sd3": 28, "flux": 28, "tiny": 20}
+CFG_PASSES = {"flux": 1}  # denoiser passes per step (2: classifier-free guidance)
+# text tokens the transformer attends to: SD3 77 CLIP + 256 T5, Flux 512 T5
+CONTEXT_TOKENS = {"sd3": 333, "flux": 512}
 PROMPT = "a lighthouse on a cliff at sunset, oil painting"
 
 
@@ -56,6 +63,57 @@ def count_flops(pipe, size: int) -> dict:
             "vae_decode_tflop": vae_count.get_total_flops() / 1e12}
 
 
+def count_transformer_flops(arch: str, size: int) -> dict:
+    """FLOPs of one transformer forward (batch 1) and one VAE decode at `size`, on the meta
+    device from the configs in shared/engine/archs (nothing is built for real)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    latent = size // 8
+    with torch.device("meta"):
+        model = build_component(arch, "transformer")
+        vae = build_component(arch, "vae")
+        cfg = model.config
+        ctx = torch.randn(1, CONTEXT_TOKENS[arch], cfg.joint_attention_dim)
+        pooled = torch.randn(1, cfg.pooled_projection_dim)
+        t = torch.tensor([500.0])
+        if arch == "flux":  # packed 2x2 latent patches as tokens, with position ids
+            tokens = (latent // 2) ** 2
+            x = torch.randn(1, tokens, cfg.in_channels)
+            kwargs = dict(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled,
+                          timestep=t / 1000, img_ids=torch.zeros(tokens, 3),
+                          txt_ids=torch.zeros(CONTEXT_TOKENS[arch], 3),
+                          guidance=torch.tensor([3.5]) if cfg.guidance_embeds else None)
+        else:
+            x = torch.randn(1, cfg.in_channels, latent, latent)
+            kwargs = dict(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled,
+                          timestep=t)
+        with torch.no_grad(), FlopCounterMode(display=False) as count:
+            model(**kwargs)
+        z = torch.randn(1, vae.config.latent_channels, latent, latent)
+        with torch.no_grad(), FlopCounterMode(display=False) as vae_count:
+            vae.decode(z)
+    return {"transformer_tflop": count.get_total_flops() / 1e12,
+            "vae_decode_tflop": vae_count.get_total_flops() / 1e12}
+
+
+def flow_rungs(dtype):
+    """The transformer ladder: fp32 baseline, the GPU dtype (bf16 for these families), fused
+    QKV projections (diffusers' own), torch.compile of the transformer."""
+    import torch
+
+    def fuse(p):
+        p.transformer.fuse_qkv_projections()
+
+    def compile_(p):
+        p.transformer = torch.compile(p.transformer, mode="max-autotune-no-cudagraphs")
+
+    half = torch.bfloat16 if dtype == torch.float16 else dtype
+    return [("fp32 (SDPA)", lambda p: None),
+            (str(half).removeprefix("torch."), lambda p: p.to(dtype=half)),
+            ("+ fused QKV", fuse), ("+ torch.compile (transformer)", compile_)]
+
+
 def tiny_pipeline(device: str):
     """The tiny random model (shared/engine/tiny.py), built in memory."""
     from diffusers import StableDiffusionPipeline
@@ -71,8 +129,11 @@ def _call(pipe, size: int, steps: int, output_type: str, device: str):
     import torch
 
     gen = torch.Generator("cpu").manual_seed(0)
+    extra = {"max_sequence_length": 256} if type(pipe).__name__.startswith("StableDiffusion3") \
+        else {}
     return timed(pipe, PROMPT, width=size, height=size, num_inference_steps=steps,
-                 guidance_scale=7.0, generator=gen, output_type=output_type, device=device)[0]
+                 guidance_scale=7.0 if "Flux" not in type(pipe).__name__ else 3.5,
+                 generator=gen, output_type=output_type, device=device, **extra)[0]
 
 
 def measure(pipe, size: int, steps: int, reps: int, device: str) -> dict:
@@ -119,6 +180,18 @@ def run(arch: str, device: str, size: int | None, steps: int | None, reps: int,
     if arch != "tiny":
         out["parameters_m"] = {p: count_parameters(arch, p) / 1e6 for p in PARTS[arch]
                                if p != "scheduler"}
+    if arch in FLOW:
+        out.update(count_transformer_flops(arch, size))
+        out["unet_tflop"] = out["transformer_tflop"]  # the denoiser, as the report names it
+        passes = CFG_PASSES.get(arch, 2)
+        out["cfg_passes"] = passes
+        if peak:
+            out["limit_s"] = (out["transformer_tflop"] * passes * steps
+                              + out["vae_decode_tflop"]) / peak
+        if device != "cuda":
+            return {**out, "smoke": f"{arch}: parameters and meta-device FLOPs only on a CPU "
+                    "(run it on a GPU for timings)"}
+        return _flow_ladder(arch, out, device, dtype, size, steps, reps, peak, passes)
     if arch != "tiny" and device != "cuda":
         return {**out, **_cpu_smoke(arch)}
     t0 = time.perf_counter()
@@ -142,6 +215,28 @@ def run(arch: str, device: str, size: int | None, steps: int | None, reps: int,
     del pipe
     if device == "cuda":
         torch.cuda.empty_cache()
+    return out
+
+
+def _flow_ladder(arch, out, device, dtype, size, steps, reps, peak, passes) -> dict:
+    """SD3 / Flux on a GPU: the full pipeline with random weights (text encoders included),
+    timed rung by rung."""
+    import torch
+
+    t0 = time.perf_counter()
+    pipe = build_pipeline(arch, device)
+    out["build_s"] = time.perf_counter() - t0
+    out["rungs"] = []
+    for label, change in flow_rungs(dtype):
+        change(pipe)
+        row = {"rung": label, **measure(pipe, size, steps, reps, device)}
+        if peak:
+            row["fraction_of_limit"] = out["limit_s"] / row["image_s"]
+            row["unet_fraction"] = row["unet_it_s"] * out["transformer_tflop"] * passes / peak
+        out["rungs"].append(row)
+        sync(device)
+    del pipe
+    torch.cuda.empty_cache()
     return out
 
 

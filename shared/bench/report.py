@@ -92,7 +92,8 @@ def render(results: dict) -> str:
         a = results["arch"]
         out += ["", f"## GPU path ladder: {a['arch']} on {a['device']}, {a['size']}², "
                 f"{a['steps']} steps, {a['dtype']}"]
-        keys = ("parameters_m", "unet_tflop", "vae_decode_tflop", "limit_s", "build_s", "smoke",
+        keys = ("parameters_m", "transformer_tflop", "cfg_passes", "unet_tflop",
+                "vae_decode_tflop", "limit_s", "build_s", "smoke",
                 "smoke_image_s", "unet_tflop_at_256", "vae_decode_tflop_at_256")
         out += [f"- {k}: {fmt(a[k])}" for k in keys if k in a]
         if a.get("rungs"):

@@ -82,7 +82,8 @@ def run(args, work: Path) -> dict:
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     reps = 1 if args.quick else 3
-    serving_arch = args.arch if device == "cuda" else "tiny"  # full size on a CPU: smoke only
+    # full size on a CPU: smoke only; SD3 / Flux serve the tiny model (ladder only)
+    serving_arch = args.arch if device == "cuda" and args.arch in ("sd15", "sdxl") else "tiny"
     size = args.size or NATIVE.get(serving_arch, 512)
     steps = args.steps or DEFAULT_STEPS[serving_arch]
     meta = machine(device)

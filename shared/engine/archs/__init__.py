@@ -1,8 +1,10 @@
-"""Full-size SD1.5 and SDXL architectures built from the configs in this folder, random weights.
+"""Full-size SD1.5, SDXL, SD3 and Flux architectures built from the configs in this folder,
+random weights.
 
 Speed does not depend on weight values, so the benchmark times the real architectures without
-downloading anything. The JSON files are the configs of runwayml/stable-diffusion-v1-5 and
-stabilityai/stable-diffusion-xl-base-1.0 (`taesd/` is madebyollin/taesd's AutoencoderTiny).
+downloading anything. The JSON files are the configs of runwayml/stable-diffusion-v1-5,
+stabilityai/stable-diffusion-xl-base-1.0, stabilityai/stable-diffusion-3-medium-diffusers and
+black-forest-labs/FLUX.1-dev (`taesd/` is madebyollin/taesd's AutoencoderTiny).
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ HERE = Path(__file__).parent
 PARTS = {
     "sd15": ("unet", "vae", "text_encoder", "scheduler"),
     "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler"),
+    "sd3": ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3",
+            "scheduler"),
+    "flux": ("transformer", "vae", "text_encoder", "text_encoder_2", "scheduler"),
 }
-NATIVE = {"sd15": 512, "sdxl": 1024}
+NATIVE = {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}
+FLOW = ("sd3", "flux")  # transformer denoisers (flow matching)
 # REFERENCE.md "Speed facts": TFLOP of one UNet forward at native latents, batch 1 (x2 with CFG),
 # one VAE decode and one TAESD decode at the native size.
 UNET_TFLOP = {"sd15": 0.80, "sdxl": 6.76}
@@ -43,7 +49,8 @@ def build_component(arch: str, part: str):
     cls_name = raw["_class_name"]
     cfg = load_config(arch, part)
     if part.startswith("text_encoder"):
-        config = transformers.CLIPTextConfig(**cfg)
+        config = (transformers.T5Config if cls_name.startswith("T5")
+                  else transformers.CLIPTextConfig)(**cfg)
         return getattr(transformers, cls_name)(config)
     cls = getattr(diffusers, cls_name)
     return cls.from_config(cfg)
@@ -71,7 +78,18 @@ def build_pipeline(arch: str, device: str = "cpu", dtype=None):
     with torch.device(device):  # weights are created (and initialised) on the device
         parts = {p: build_component(arch, p) for p in PARTS[arch] if p != "scheduler"}
     parts["scheduler"] = build_component(arch, "scheduler")
-    if arch == "sdxl":
+    if arch in FLOW:
+        from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+        from shared.engine.tiny_families import _t5_tokenizer
+
+        t5 = _t5_tokenizer()  # character pieces: ids fit any T5 embedding
+        if arch == "sd3":
+            pipe = StableDiffusion3Pipeline(tokenizer=tokenizer, tokenizer_2=tokenizer,
+                                            tokenizer_3=t5, **parts)
+        else:
+            pipe = FluxPipeline(tokenizer=tokenizer, tokenizer_2=t5, **parts)
+    elif arch == "sdxl":
         pipe = StableDiffusionXLPipeline(tokenizer=tokenizer, tokenizer_2=tokenizer, **parts)
     else:
         pipe = StableDiffusionPipeline(tokenizer=tokenizer, safety_checker=None,
