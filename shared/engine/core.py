@@ -335,7 +335,7 @@ class Engine:
         task.end_call()
         out = result.images
         if refine is not None:
-            out = refiner.finish(self, refine, spec, req, prompt, out, seeds, task)
+            out = refiner.finish(self, refine, spec, req, prompt, out, seeds, task, plan)
         if req.hires is not None:
             out = self._hires(loaded, hr_spec, req, prompt, out, seeds, task)
         if plan is not None:

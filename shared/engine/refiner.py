@@ -26,8 +26,6 @@ def check(registry, req: GenerationRequest, base) -> object | None:
         if model.family not in FAMILIES:
             raise Unsupported(f"a refiner needs SDXL models (base and refiner); the {role} "
                               f"{model.name} is {model.family}", param="refiner_checkpoint")
-    if req.mode is Mode.inpaint:
-        raise Unsupported("a refiner with inpainting is not supported", param="refiner_checkpoint")
     for what, on in (("hires fix", req.hires is not None), ("ControlNet", bool(req.controlnets)),
                      ("IP-Adapter", bool(req.ip_adapters)),
                      ("a pipeline variant", req.variant is not None)):
@@ -45,15 +43,18 @@ def base_kwargs(pipe, switch_at: float) -> dict:
     return {"denoising_end": switch_at, "output_type": "latent"}
 
 
-def finish(engine, info, spec, req: GenerationRequest, prompt: str, latents, seeds, task):
-    """The refiner's img2img pass from the switch point on the base's latents: PIL images."""
+def finish(engine, info, spec, req: GenerationRequest, prompt: str, latents, seeds, task,
+           plan=None):
+    """The refiner's pass from the switch point on the base's latents: PIL images. With an
+    inpaint plan (shared.engine.masking) the refiner inpaints with the same mask and size, as
+    diffusers' base + refiner inpainting does; the plan pastes the result back afterwards."""
     import torch
 
     from shared.engine import nancheck, samplers
 
     loaded = engine.cache.get(info)
     with loaded.lock:
-        pipe = loaded.pipeline(Mode.img2img)
+        pipe = loaded.pipeline(Mode.inpaint if plan is not None else Mode.img2img)
         pipe.scheduler = loaded.scheduler(spec)
         samplers.seed(pipe.scheduler, seeds[0])
         kwargs = dict(image=latents.to(engine.device), denoising_start=req.refiner.switch_at,
@@ -62,6 +63,10 @@ def finish(engine, info, spec, req: GenerationRequest, prompt: str, latents, see
                       generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
                       **engine._hires_conditioning(pipe, prompt, req.negative_prompt, req,
                                                    len(seeds), req.steps, task))
+        if plan is not None:
+            w, h = latents.shape[-1] * pipe.vae_scale_factor, latents.shape[-2] * \
+                pipe.vae_scale_factor
+            kwargs.update(mask_image=plan.mask, width=w, height=h)
         if req.eta is not None:
             kwargs["eta"] = req.eta
         task.begin_call(max(1, round(req.steps * (1 - req.refiner.switch_at))))

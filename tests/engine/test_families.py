@@ -353,11 +353,23 @@ def test_the_refiner_finishes_what_the_base_began(family_engine):
     _pixels(family_engine.generate(img2img).images[0].data)
 
 
+def test_the_refiner_inpaints_inside_the_mask_only(family_engine):
+    from shared.generation import Refiner
+
+    plain = _request("sdxl", "inpaint", steps=4, strength=0.9)
+    refined = plain.model_copy(update={"refiner": Refiner(model=NAMES["sdxl-refiner"],
+                                                          switch_at=0.5)})
+    a = _pixels(family_engine.generate(plain).images[0].data)
+    b = _pixels(family_engine.generate(refined).images[0].data)
+    outside = np.asarray(MASK) == 0
+    assert np.abs(a - b)[~outside].mean() > 1  # the refiner's steps changed the masked part
+    assert np.abs(b[outside] - np.array(INIT.getpixel((0, 0)))).mean() < 25  # not the rest
+
+
 @pytest.mark.parametrize("kind, model, mode, match", [
     ("sdxl", "ghost", "txt2img", "ghost"),
     ("sd3", "sdxl-refiner", "txt2img", "SDXL"),
     ("sdxl", "sd3", "txt2img", "SDXL"),
-    ("sdxl", "sdxl-refiner", "inpaint", "inpaint"),
 ])
 def test_what_cannot_be_refined_is_refused(family_engine, kind, model, mode, match):
     from shared.errors import SdgateError, status_of
