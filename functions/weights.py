@@ -1,9 +1,10 @@
 """`modal run -m functions.weights ...`: fill the weights volume; a re-run fetches what is missing.
 
     modal run -m functions.weights --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
-        --lora detail=https://example.com/add_detail.safetensors
+        --lora detail=https://example.com/add_detail.safetensors --configs flux-dev
 
-Options (--model, --checkpoint, --lora, --embedding, --repo, --force) are infra/weights.py's; progress
+Options (--model, --checkpoint, --lora, --embedding, --repo, --configs, --force) are
+infra/weights.py's (locally the same filler is `sdgate pull ...`); progress
 prints in your terminal while the download runs in a CPU container next to the volume.
 """
 

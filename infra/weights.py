@@ -9,6 +9,13 @@ The layout is the model registry's (shared/engine/registry.py):
     --repo FOLDER=OWNER/REPO[@REV]    <root>/<FOLDER>/            a plain (non-diffusers) repo:
                                       translator/opus-mt-zh-en, BLIP, CLIP-interrogator,
                                       deepdanbooru (a WD14 ONNX tagger)
+    --configs FAMILY|OWNER/REPO       <root>/configs/OWNER/REPO/  what single-file checkpoints
+                                      of a family load with (shared.engine.families
+                                      CONFIG_REPOS): configs, tokenizers and every component's
+                                      weights except the UNet / transformer (which the file
+                                      holds); gated repos (FLUX.1-dev, SD3) need the HF token
+
+The same filler runs locally as `sdgate pull ...` into SDGATE_MODELS_DIR.
 
 A URL is http(s)://... or hf://OWNER/REPO/PATH[@REV]. Every item downloads into <root>/.staging
 and is renamed into place once complete, so a model is either whole or absent, and an item already
@@ -29,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.engine.registry import EMBEDDINGS_DIR, LORA_DIR
+from shared.engine.families import CONFIG_REPOS, SINGLE_FILE_TYPES
+from shared.engine.registry import CONFIGS_DIR, EMBEDDINGS_DIR, LORA_DIR
 
 STAGING = ".staging"
 HF_CACHE = ".hf-cache"  # the GPU image's HF_HUB_CACHE, read offline
@@ -45,6 +53,7 @@ BASE_CONFIG_REPOS = (
 )
 BASE_CONFIG_PATTERNS = ["**/*.json", "*.json", "*.txt", "**/*.txt", "**/*.model"]
 FOLDERS = {"model": "", "checkpoint": "", "lora": LORA_DIR, "embedding": EMBEDDINGS_DIR}
+DENOISERS = ("unet", "transformer")  # what a single file holds: its configs only are fetched
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)=(.+)$")
 # Weight files that are variants or EMA copies of the plain ones (from_pretrained skips them).
@@ -66,6 +75,8 @@ class Item:
     name: str
 
     def target(self, root: Path) -> Path:
+        if self.kind == "configs":
+            return root / CONFIGS_DIR / self.name
         if self.kind in ("model", "repo"):
             return root / self.name
         return root / FOLDERS[self.kind] / f"{self.name}.safetensors"
@@ -75,7 +86,22 @@ class Item:
         target = self.target(root)
         if self.kind == "repo":
             return (target / "config.json").is_file() or (target / "model.onnx").is_file()
-        return (target / "model_index.json").is_file() if self.kind == "model" else target.is_file()
+        if self.kind in ("model", "configs"):
+            return (target / "model_index.json").is_file()
+        return target.is_file()
+
+
+def config_items(spec: str) -> list[Item]:
+    """`--configs FAMILY` (every base repo of that family) or `--configs OWNER/REPO`."""
+    if spec in CONFIG_REPOS.values():
+        return [Item("configs", spec, spec)]
+    repos = sorted({repo for kind, repo in CONFIG_REPOS.items()
+                    if SINGLE_FILE_TYPES.get(kind) == spec})
+    if not repos:
+        families = sorted({SINGLE_FILE_TYPES[k] for k in CONFIG_REPOS})
+        raise WeightsError(f"--configs wants a family ({', '.join(families)}) or one of "
+                           f"{', '.join(sorted(CONFIG_REPOS.values()))}, got {spec!r}")
+    return [Item("configs", repo, repo) for repo in repos]
 
 
 def make_item(kind: str, spec: str) -> Item:
@@ -109,25 +135,29 @@ def make_item(kind: str, spec: str) -> Item:
     return Item(kind, source, name)
 
 
-def parse(argv: Iterable[str]) -> tuple[list[Item], bool]:
+def parse(argv: Iterable[str], prog: str = "modal run -m functions.weights"
+          ) -> tuple[list[Item], bool]:
     """Items and --force from command-line arguments."""
-    parser = argparse.ArgumentParser(prog="modal run -m functions.weights",
-                                     description="Fill the sdgate weights volume.")
+    parser = argparse.ArgumentParser(prog=prog, description="Fill the sdgate weights volume "
+                                     "(or, with `sdgate pull`, the local models folder).")
     parser.add_argument("--model", action="append", default=[], metavar="[NAME=]OWNER/REPO[@REV]")
     for kind in ("checkpoint", "lora", "embedding"):
         parser.add_argument(f"--{kind}", action="append", default=[], metavar="[NAME=]URL")
     parser.add_argument("--repo", action="append", default=[],
                         metavar="FOLDER=OWNER/REPO[@REV]")
+    parser.add_argument("--configs", action="append", default=[],
+                        metavar="FAMILY|OWNER/REPO")
     parser.add_argument("--force", action="store_true", help="fetch again what is already there")
     args = parser.parse_args(list(argv))
     try:
         items = [make_item(kind, spec) for kind in (*FOLDERS, "repo")
                  for spec in getattr(args, kind)]
+        items += [item for spec in args.configs for item in config_items(spec)]
     except WeightsError as e:
         parser.error(str(e))
     if not items:
-        parser.error("nothing to fetch: give --model, --checkpoint, --lora, --embedding or "
-                     "--repo")
+        parser.error("nothing to fetch: give --model, --checkpoint, --lora, --embedding, "
+                     "--repo or --configs")
     return items, args.force
 
 
@@ -148,6 +178,13 @@ def select_files(files: Iterable[str]) -> list[str]:
         chosen += [f"{folder}/{b}" for b in plain if b.endswith(_CONFIG_SUFFIXES)]
         chosen += [f"{folder}/{b}" for b in weights]
     return sorted(chosen)
+
+
+def select_configs(files: Iterable[str]) -> list[str]:
+    """A base repo for single files: what from_pretrained reads, less the UNet / transformer
+    weights (the single file holds them; their configs stay)."""
+    return [f for f in select_files(files)
+            if not (f.split("/")[0] in DENOISERS and not f.endswith(_CONFIG_SUFFIXES))]
 
 
 def select_plain(files: Iterable[str]) -> list[str]:
@@ -229,8 +266,9 @@ def fetch_repo(item: Item, dest: Path, log: Callable[[str], None]) -> None:
 
     repo, _, revision = item.source.partition("@")
     listing = HfApi().list_repo_files(repo, revision=revision or None)
-    wanted = select_plain(listing) if item.kind == "repo" else select_files(listing)
-    if item.kind == "model" and "model_index.json" not in wanted:
+    wanted = {"repo": select_plain, "configs": select_configs}.get(
+        item.kind, select_files)(listing)
+    if item.kind in ("model", "configs") and "model_index.json" not in wanted:
         raise WeightsError(f"{repo} has no model_index.json, so it is not a diffusers repo; "
                            f"for a one-file checkpoint use --checkpoint hf://{repo}/FILE")
     log(f"  {len(wanted)} files from {repo}")
@@ -267,17 +305,17 @@ def fill(root: Path, items: Iterable[Item], force: bool = False,
             log(lines[-1])
             continue
         log(f"fetch {label} from {_redact(item.source)}")
-        staged = root / STAGING / f"{item.kind}-{item.name}"
+        staged = root / STAGING / f"{item.kind}-{item.name.replace('/', '--')}"
         staged.parent.mkdir(parents=True, exist_ok=True)
         try:
-            if item.kind in ("model", "repo"):
+            if item.kind in ("model", "repo", "configs"):
                 fetch_repo(item, staged, log)
             else:
                 fetch_file(item, staged, log)
         except Exception as e:  # one bad item must not stop the others
             failed.append(f"failed {label}: {e}")
             log(failed[-1])
-            if item.kind not in ("model", "repo"):  # a repo keeps its partial files to resume
+            if item.kind not in ("model", "repo", "configs"):  # a repo keeps its partial files
                 staged.unlink(missing_ok=True)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)

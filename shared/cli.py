@@ -1,4 +1,4 @@
-"""The `sdgate` command: serve | tiny-model | bench | keys | db | usage | webhook-secret."""
+"""The `sdgate` command: serve | tiny-model | pull | bench | keys | db | usage | webhook-secret."""
 
 from __future__ import annotations
 
@@ -47,6 +47,20 @@ def cmd_serve(args) -> None:
     app.state.backend.engine.warm(settings.default_model)  # first request must not pay the load
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 log_config=log_config)
+
+
+def cmd_pull(args) -> None:
+    """`sdgate pull ...`: infra.weights' filler into the local models folder."""
+    from infra import weights
+    from shared.config import Settings
+
+    items, force = weights.parse(args.rest, prog="sdgate pull")
+    root = Settings().models_dir
+    try:
+        lines = weights.fill(root, items, force, log=lambda line: print(line, flush=True))
+    except weights.WeightsError as e:
+        raise SystemExit(f"sdgate pull: {e}") from e
+    print(f"{len(lines)} item(s) in {root}")
 
 
 def cmd_tiny_model(args) -> None:
@@ -263,6 +277,10 @@ def add_webhook_secret(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["pull"]:  # its options are the filler's own (infra.weights.parse)
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return cmd_pull(argparse.Namespace(rest=argv[1:]))
     parser = argparse.ArgumentParser(prog="sdgate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -282,6 +300,13 @@ def main(argv: list[str] | None = None) -> None:
     tiny = sub.add_parser("tiny-model", help="write the tiny random-weight SD pipeline to DIR")
     tiny.add_argument("dir")
     tiny.set_defaults(func=cmd_tiny_model)
+
+    pull = sub.add_parser("pull", help="fill the local models folder (SDGATE_MODELS_DIR) as "
+                          "the Modal weights filler does: --model, --checkpoint, --lora, "
+                          "--embedding, --repo, --configs FAMILY (infra/weights.py)",
+                          add_help=False)
+    pull.add_argument("rest", nargs=argparse.REMAINDER)
+    pull.set_defaults(func=cmd_pull)
 
     add_bench(sub)
     add_keys(sub)
