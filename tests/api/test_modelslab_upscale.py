@@ -124,3 +124,37 @@ def test_super_resolution_webhook_and_track_id(make_app, up_dir, engine, monkeyp
         payload = Webhook(SECRET).verify(rec.hits[0].body, rec.hits[0].headers)
         assert payload["id"] == out["id"] and payload["output"] == out["output"]
         assert payload["track_id"] == "42"
+
+
+@pytest.fixture(scope="module")
+def face_dir(models_dir, tmp_path_factory):
+    """Upscalers plus the tiny face detector and a GFPGAN-folder restorer."""
+    from tests.engine.faces_assets import write_pack, write_restorer
+    from tests.engine.test_faces import BIG, SCALE, SMALL
+
+    root = tmp_path_factory.mktemp("mlfaces")
+    (root / "tiny-sd").symlink_to(models_dir / "tiny-sd", target_is_directory=True)
+    write_upscalers(root)
+    write_pack(root, [(BIG, 0.9), (SMALL, 0.8)], SCALE)
+    write_restorer(root / "GFPGAN" / "GFPGANv1.4.pth")
+    return root
+
+
+def test_face_enhance_restores_the_faces_of_the_upscaled_image(make_app, face_dir, engine,
+                                                               monkeypatch):
+    from tests.engine.test_faces import BIG, SMALL, changed_outside, noise, png, region
+
+    monkeypatch.setattr(engine, "registry", ModelRegistry(face_dir))
+    body = {"key": "", "init_image": b64(png(noise(5))), "scale": 1, "base64": "yes"}
+    with TestClient(make_app(models_dir=face_dir)) as c:
+        plain = c.post("/api/v6/image_editing/super_resolution", json=body).json()
+        faces = c.post("/api/v6/image_editing/super_resolution",
+                       json={**body, "face_enhance": True}).json()
+    assert plain["status"] == faces["status"] == "success", faces
+    a, b = (pixels(Image.open(io.BytesIO(base64.b64decode(o["output"][0]))))
+            for o in (plain, faces))
+    assert a.shape == b.shape == (128, 256, 3)
+    diff = np.abs(a - b)
+    assert diff[region(BIG, 0)].mean() > 5  # the faces changed, nothing else did
+    assert changed_outside(diff, 0.7, BIG, SMALL) == 0
+    assert faces["meta"]["face_enhance"] is True
