@@ -20,6 +20,7 @@ with gpu_image.imports():
     from shared.config import Settings
     from shared.deploy import require_bucket
     from shared.engine import Engine
+    from shared.engine.accel import AccelOptions
     from shared.engine.registry import ModelRegistry
     from shared.errors import ModelNotFound
     from shared.progress import TASKS
@@ -52,7 +53,7 @@ class Generator:
         settings = Settings()
         registry = ModelRegistry(settings.models_dir, settings.default_model)
         self.engine = Engine(registry, settings.device, settings.max_loaded_models,
-                             settings.max_image_pixels,
+                             settings.max_image_pixels, accel=AccelOptions.from_settings(settings),
                              memory_budget_gb=settings.memory_budget_gb)
         self.engine.translator_dir = settings.translator_dir  # the `translate` operation's
         self.device = self.engine.device
@@ -73,7 +74,7 @@ class Generator:
         settings = Settings()
         if not modal.is_local():
             require_bucket(settings)
-        self.backend = LocalBackend(self.engine, make_storage(settings))
+        self.backend = LocalBackend.from_settings(self.engine, make_storage(settings), settings)
         self.state = shared_state(settings)
         TASKS.bind(self.state)  # progress out, interrupt / skip flags in, at every step
 

@@ -36,8 +36,7 @@ def local_backend(settings: Settings):
                     settings.max_image_pixels, accel=AccelOptions.from_settings(settings),
                     memory_budget_gb=settings.memory_budget_gb)
     engine.translator_dir = settings.translator_dir
-    return LocalBackend(engine, make_storage(settings), settings.max_batch,
-                        settings.batch_wait_ms, settings.generation_threads)
+    return LocalBackend.from_settings(engine, make_storage(settings), settings)
 
 
 def create_app(settings: Settings | None = None, backend=None, job_store=None,
@@ -79,7 +78,7 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     from shared.accounts import api as accounts
     app.include_router(accounts.router)  # /v1/usage, /v1/admin/keys
 
-    storage = getattr(backend, "storage", None)
+    storage = backend.storage
     if isinstance(storage, LocalStorage):
         @app.get(LOCAL_ROUTE + "/{key:path}", include_in_schema=False)
         def files(key: str):

@@ -21,7 +21,7 @@ class Backend(Protocol):
     """What the web layer needs from whatever generates images."""
 
     registry: object  # shared.engine.registry.ModelRegistry: model names, sizes (no GPU needed)
-    storage: Storage | None  # where results are written (planned URLs, local /files)
+    storage: Storage  # where results are written (planned URLs, local /files)
 
     async def generate(self, req: GenerationRequest, *, job_id: str | None = None,
                        keep_bytes: bool = False) -> GenerationResult:
@@ -32,6 +32,12 @@ class Backend(Protocol):
 
     async def op(self, name: str, req):
         """Run a named engine operation (shared/engine/ops.py) next to the engine."""
+
+    def warm(self, model: str | None = None) -> None:
+        """Load a model ahead of the first request (a no-op where the engine is remote)."""
+
+    def memory(self) -> dict:
+        """The engine's GPU memory in A1111's /memory shape, or {"error": why not}."""
 
 
 def planned_urls(storage: Storage, job_id: str, n: int, mime: str = "image/png") -> list[str]:
@@ -59,20 +65,20 @@ class LocalBackend:
     both knobs default to the settings (SDGATE_MAX_BATCH, SDGATE_BATCH_WAIT_MS).
     """
 
-    def __init__(self, engine, storage: Storage, max_batch: int | None = None,
-                 batch_wait_ms: float | None = None, threads: int = 4):
+    def __init__(self, engine, storage: Storage, max_batch: int = 1, batch_wait_ms: float = 0.0,
+                 threads: int = 4):
         from shared.engine import batching
 
-        if max_batch is None or batch_wait_ms is None:
-            from shared.config import Settings
-
-            settings = Settings()
-            max_batch = settings.max_batch if max_batch is None else max_batch
-            batch_wait_ms = settings.batch_wait_ms if batch_wait_ms is None else batch_wait_ms
         self.engine = batching.wrap(engine, max_batch, batch_wait_ms)
         self.storage = storage
         self.threads = threads  # generation's own worker threads: others stay free for routes
         self._limiter = None
+
+    @classmethod
+    def from_settings(cls, engine, storage: Storage, settings) -> "LocalBackend":
+        """Batching and generation threads as the settings say (read once by the caller)."""
+        return cls(engine, storage, settings.max_batch, settings.batch_wait_ms,
+                   settings.generation_threads)
 
     def run(self, req: GenerationRequest, job_id: str | None = None,
             keep_bytes: bool = False) -> GenerationResult:
@@ -103,6 +109,10 @@ class LocalBackend:
     def registry(self):
         """The model registry (model lists), as RemoteBackend has one too."""
         return self.engine.registry
+
+    def warm(self, model: str | None = None) -> None:
+        """Load a model ahead of the first request."""
+        self.engine.warm(model)
 
     def memory(self) -> dict:
         """GPU memory of this process (A1111's /memory)."""

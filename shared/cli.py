@@ -44,7 +44,7 @@ def cmd_serve(args) -> None:
     from shared.observability import configure_logging
     log_config = configure_logging(settings.log_format, args.log_level.upper())
     app = create_app(settings)
-    app.state.backend.engine.warm(settings.default_model)  # first request must not pay the load
+    app.state.backend.warm(settings.default_model)  # first request must not pay the load
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 log_config=log_config)
 

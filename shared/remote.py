@@ -47,6 +47,12 @@ class RemoteBackend:
     def native_size(self, model: str | None) -> int:
         return self.registry.native_size(self.registry.resolve(model))
 
+    def warm(self, model: str | None = None) -> None:
+        """The GPU class warms its own default model when its container starts."""
+
+    def memory(self) -> dict:
+        return {"error": "unavailable: the GPU runs in another container"}
+
     async def op(self, name: str, req):
         """A named engine operation, run by the GPU class (shared/engine/ops.py)."""
         if self.op_call is None:

@@ -83,9 +83,12 @@ def test_a_crash_before_the_job_gets_the_seed_failed_body(make_settings, engine)
     from shared.backend import LocalBackend
     from shared.storage import make_storage
 
-    class Broken(LocalBackend):
-        def native_size(self, model):
+    class BrokenRegistry:
+        def resolve(self, name):
             raise RuntimeError("disk gone")
+
+    class Broken(LocalBackend):
+        registry = BrokenRegistry()
 
     settings = make_settings()
     with TestClient(create_app(settings, Broken(engine, make_storage(settings)))) as c:

@@ -21,8 +21,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-import anyio
-
 from shared.accounts import metering
 from shared.admission import check_limits
 from shared.errors import (ClientGone, GenerationFailed, Interrupted, InvalidRequest,
@@ -241,23 +239,21 @@ def backend(request: Request):
 
 async def admit(request: Request, internal: GenerationRequest) -> GenerationRequest:
     """The checks every generation passes before any work: the caller's key id stamped as the
-    owner, a task id, the compute and prompt limits, and the model looked up (in a thread)."""
+    owner, a task id, and the compute and prompt limits. (The generic endpoint has already
+    resolved the model: shared/dialects/dialect.py.)"""
     internal = internal.model_copy(update={"owner": owner(request),
                                            "task_id": internal.task_id or uuid.uuid4().hex})
     async with metering.refusing(request, internal):  # a refusal is metered too
         check_limits(internal, request.app.state.settings)
-        await anyio.to_thread.run_sync(backend(request).registry.resolve, internal.model)
-    await metering.begin(request, internal)  # the key's concurrency and quota; usage record
     return internal
 
 
 async def generate(request: Request, internal: GenerationRequest, *, keep_bytes: bool = False,
                    allow_interrupted: bool = False) -> GenerationResult:
-    """The one path from a dialect's request to the engine: admitted, through the bounded queue,
-    interrupted when the client disconnects; an interrupted result is an error unless the shape
-    can say so itself (A1111)."""
-    internal = await admit(request, internal)
-    async with metering.finishing(request, internal) as finished:  # its usage record
+    """An admitted request through the bounded queue to the engine, interrupted when the client
+    disconnects; an interrupted result is an error unless the shape can say so itself (A1111)."""
+    await metering.begin(request, internal)  # the key's concurrency and quota; usage record
+    async with metering.finishing(request, internal) as finished:  # ...and its end
         with request.app.state.admission:
             work = asyncio.ensure_future(backend(request).generate(internal,
                                                                    keep_bytes=keep_bytes))

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key,
-                                  read_fields, validate)
+from shared.dialects.dialect import Call, Dialect, Route
 from shared.errors import SdgateError, status_of
 from shared.generation import GenerationRequest, GenerationResult
 from shared.sizes import size_for_ratio
@@ -40,26 +38,27 @@ class DrawRequest(BaseModel):
                                  height=height, num_images=self.quantity)
 
 
-def render_error(err: SdgateError) -> JSONResponse:
-    """OpenAI-style {"error": {message, type, param, code}} (APIGPT is an OpenAI-style gateway)."""
-    return JSONResponse({"error": {"message": err.message, "type": type(err).__name__,
-                                   "param": err.param, "code": err.code}},
-                        status_code=status_of(err))
+class Draw(Dialect):
+    """APIGPT's draw API: OpenAI-style errors, URLs in the answer."""
+
+    tags = ("seed 000: /v1/draw",)
+    routes = (Route("/v1/draw", DrawRequest, "draw"),)
+
+    async def to_internal(self, call: Call) -> GenerationRequest:
+        return call.parsed.to_internal(call.native)
+
+    def render(self, call: Call, result: GenerationResult) -> dict:
+        req = call.parsed
+        return {"urls": [i.url for i in result.images], "object": "draw", "prompt": req.prompt,
+                "model": result.model, "created": call.created, "end_at": int(time.time())}
+
+    def render_error(self, err: SdgateError) -> JSONResponse:
+        """OpenAI-style {"error": {message, type, param, code}} (APIGPT is an OpenAI-style
+        gateway)."""
+        return JSONResponse({"error": {"message": err.message, "type": type(err).__name__,
+                                       "param": err.param, "code": err.code}},
+                            status_code=status_of(err))
 
 
-def render(req: DrawRequest, result: GenerationResult, created: int) -> dict:
-    return {"urls": [i.url for i in result.images], "object": "draw", "prompt": req.prompt,
-            "model": result.model, "created": created, "end_at": int(time.time())}
-
-
-router = APIRouter(route_class=dialect_route(render_error), tags=["seed 000: /v1/draw"])
-
-
-@router.post("/v1/draw", **body(DrawRequest))
-async def draw(request: Request):
-    created = int(time.time())
-    check_key(request, header_key(request))
-    req = validate(DrawRequest, await read_fields(request))
-    native = backend(request).native_size(req.model)
-    result = await generate(request, req.to_internal(native))
-    return render(req, result, created)
+DIALECT = Draw()
+router = DIALECT.router()

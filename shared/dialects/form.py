@@ -6,12 +6,11 @@ field. Added by sdgate (fenced below): `negative_prompt`, `model`, `key`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.dialects.base import (body, check_key, dialect_route, generate, header_key, read_fields,
-                                  validate)
+from shared.dialects.base import header_key
+from shared.dialects.dialect import Call, Dialect, Route
 from shared.errors import SdgateError, status_of
 from shared.generation import MAX_SEED, GenerationRequest, GenerationResult, Mode
 from shared.images import b64decode_strict, check_image, open_image
@@ -54,56 +53,52 @@ class Img2ImgRequest(Txt2ImgRequest):
     init_image: str = Field(min_length=1)
 
 
-def render_error(err: SdgateError) -> JSONResponse:
-    """{status: "error", message, errors: {field: [messages]}} with the table's HTTP status."""
-    body = {"status": "error", "message": err.message}
-    if err.fields:
-        errors: dict[str, list[str]] = {}
-        for f in err.fields:
-            errors.setdefault(f.field, []).append(f.message)
-        body["errors"] = errors
-    return JSONResponse(body, status_code=status_of(err))
-
-
-def render(result: GenerationResult) -> dict:
-    return {"images": [{"image_url": i.url, "mime_type": i.mime_type, "seed": i.seed}
-                       for i in result.images], "status": "success"}
-
-
 def _fit(w: int, h: int, limit: int = 1024) -> tuple[int, int]:
     """An init image's size scaled down to fit the documented (0,1024] range."""
     scale = min(1.0, limit / max(w, h))
     return max(1, int(w * scale)), max(1, int(h * scale))
 
 
-router = APIRouter(route_class=dialect_route(render_error), tags=["seed 002: form API"])
+FORM = ("application/x-www-form-urlencoded", "application/json")
 
 
-async def _authorised(request: Request) -> dict:
-    data = await read_fields(request)
-    check_key(request, header_key(request) or data.get("key"))
-    return data
+class Form(Dialect):
+    """The form API: the key in a header or the `key` field; `{status: "error", ...}` errors."""
+
+    tags = ("seed 002: form API",)
+    routes = (Route("/txt2img", Txt2ImgRequest, "txt2img", content_types=FORM),
+              Route("/img2img", Img2ImgRequest, "img2img", content_types=FORM))
+
+    def presented_key(self, call: Call):
+        return header_key(call.request) or call.fields.get("key")
+
+    async def to_internal(self, call: Call) -> GenerationRequest:
+        req = call.parsed
+        if not isinstance(req, Img2ImgRequest):
+            return req.to_internal()
+        max_px = call.settings.max_image_pixels
+        init = check_image(b64decode_strict(req.init_image, "init_image"), max_px, "init_image")
+        w, h = req.width, req.height
+        if w is None or h is None:
+            iw, ih = _fit(*open_image(init, max_px).size)
+            w, h = w or iw, h or ih
+        return req.model_copy(update={"width": w, "height": h}).to_internal(
+            Mode.img2img, strength=req.strength, init_image=init)
+
+    def render(self, call: Call, result: GenerationResult) -> dict:
+        return {"images": [{"image_url": i.url, "mime_type": i.mime_type, "seed": i.seed}
+                           for i in result.images], "status": "success"}
+
+    def render_error(self, err: SdgateError) -> JSONResponse:
+        """{status: "error", message, errors: {field: [messages]}} with the table's status."""
+        body = {"status": "error", "message": err.message}
+        if err.fields:
+            errors: dict[str, list[str]] = {}
+            for f in err.fields:
+                errors.setdefault(f.field, []).append(f.message)
+            body["errors"] = errors
+        return JSONResponse(body, status_code=status_of(err))
 
 
-@router.post("/txt2img", **body(Txt2ImgRequest, "application/x-www-form-urlencoded",
-                                  "application/json"))
-async def txt2img(request: Request):
-    data = await _authorised(request)
-    req = validate(Txt2ImgRequest, data)
-    return render(await generate(request, req.to_internal()))
-
-
-@router.post("/img2img", **body(Img2ImgRequest, "application/x-www-form-urlencoded",
-                                  "application/json"))
-async def img2img(request: Request):
-    data = await _authorised(request)
-    req = validate(Img2ImgRequest, data)
-    max_px = request.app.state.settings.max_image_pixels
-    init = check_image(b64decode_strict(req.init_image, "init_image"), max_px, "init_image")
-    w, h = req.width, req.height
-    if w is None or h is None:
-        iw, ih = _fit(*open_image(init, max_px).size)
-        w, h = w or iw, h or ih
-    internal = req.model_copy(update={"width": w, "height": h}).to_internal(
-        Mode.img2img, strength=req.strength, init_image=init)
-    return render(await generate(request, internal))
+DIALECT = Form()
+router = DIALECT.router()

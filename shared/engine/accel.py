@@ -51,14 +51,6 @@ class AccelOptions:
                    models_dir=settings.models_dir,
                    deepcache_interval=settings.deepcache_interval)
 
-    @classmethod
-    def from_env(cls, models_dir: Path | None = None) -> "AccelOptions":
-        """The options the SDGATE_* environment asks for (what an Engine gets by default)."""
-        from shared.config import Settings
-
-        opts = cls.from_settings(Settings())
-        return replace(opts, models_dir=models_dir) if models_dir is not None else opts
-
     def torch_dtype(self, device: str):
         """auto: fp16 on cuda (every SD checkpoint ships fp16 weights), fp32 on the CPU."""
         import torch

@@ -56,7 +56,7 @@ class Engine:
                  max_image_pixels: int = 4096 * 4096, accel: AccelOptions | None = None,
                  memory_budget_gb: float | None = None):
         self.registry = registry
-        accel = accel or AccelOptions.from_env(registry.root)  # SDGATE_* speed settings
+        accel = accel or AccelOptions(models_dir=registry.root)  # callers pass the settings' own
         self.device, self.dtype = pick_device(device, accel)
         self.cache = PipelineCache(self.device, self.dtype, max_loaded, registry.native_size,
                                    accel, budget_gb=memory_budget_gb)

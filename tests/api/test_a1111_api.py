@@ -74,7 +74,7 @@ def test_listings(client, prefix):
     emb = client.get(f"{prefix}/embeddings").json()
     assert emb["loaded"][EMBEDDING_NAME]["vectors"] == 2 and emb["skipped"] == {}
     mem = client.get(f"{prefix}/memory").json()
-    assert mem["ram"]["total"] > 0 and mem["cuda"] == {"error": "unavailable"}
+    assert mem["ram"]["total"] > 0 and mem["cuda"]["error"].startswith("unavailable")
     names = ["controlnet", "reactor", "adetailer"]  # the alwayson scripts served (faces on)
     assert client.get(f"{prefix}/scripts").json() == {"txt2img": names, "img2img": names}
     # restorer families with weights in the (shared) models folder: tests/api/test_reactor_api

@@ -178,12 +178,13 @@ def test_local_backend_batches_when_enabled(engine, tmp_path, monkeypatch):
     storage = LocalStorage(tmp_path, "http://testserver")
     assert isinstance(LocalBackend(engine, storage, max_batch=4).engine, BatchingEngine)
     assert LocalBackend(engine, storage, max_batch=1).engine is engine
-    # Without arguments (the Modal GPU class's way) the settings decide.
-    monkeypatch.setenv("SDGATE_MAX_BATCH", "1")
-    assert LocalBackend(engine, storage).engine is engine
+    # The settings decide where the caller read them (the app and the Modal GPU class).
+    from shared.config import Settings
+
+    assert LocalBackend(engine, storage).engine is engine  # no batching unless asked
     monkeypatch.setenv("SDGATE_MAX_BATCH", "3")
     monkeypatch.setenv("SDGATE_BATCH_WAIT_MS", "7")
-    backend = LocalBackend(engine, storage)
+    backend = LocalBackend.from_settings(engine, storage, Settings(_env_file=None))
     assert backend.engine.max_batch == 3 and backend.engine.wait == pytest.approx(0.007)
     assert backend.engine.cache is engine.cache  # everything else is the engine's
 

@@ -10,6 +10,8 @@ import base64
 import binascii
 import logging
 
+import anyio
+
 from fastapi import APIRouter, Depends, Request
 
 from shared.dialects.a1111 import catalog, extras, faces, interrogate, serving, upstream
@@ -17,6 +19,8 @@ from shared.dialects.a1111 import scripts as always_on
 from shared.dialects.a1111.protocol import Img2ImgRequest, PNGInfoRequest, Txt2ImgRequest
 from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key, owner,
                                   read_fields, validate)
+from shared.dialects.dialect import Call, Dialect, Route
+from shared.generation import GenerationRequest
 from shared.errors import FieldError, ModelNotFound, NotFound, Unsupported, ValidationFailed
 from shared.faces import RESTORER_DIRS, restorer_file, restorers
 from shared.images import b64decode_strict, check_image, open_image
@@ -41,10 +45,6 @@ def _basic_password(request: Request) -> str | None:
 def authorised(request: Request) -> None:
     check_key(request, header_key(request) or _basic_password(request))
     options(request)  # read the caller's options here, in a worker thread, not on the loop
-
-
-router = APIRouter(route_class=dialect_route(serving.render_error),
-                   dependencies=[Depends(authorised)], tags=["AUTOMATIC1111 /sdapi/v1"])
 
 
 # -- per-key state -------------------------------------------------------------------------------
@@ -78,31 +78,77 @@ def _current_model(request: Request):
         return None
 
 
-# -- generation ----------------------------------------------------------------------------------
+# -- generation: the A1111 dialect on the generic endpoint --------------------------------------
 def _urls(request: Request, req) -> bool:
     return (req.response_format or request.headers.get(URL_HEADER, "")).lower() == "url"
 
 
-async def _generate(request: Request, req, internal, face_scripts=None):
-    if internal.model:
-        registry(request).resolve(internal.model)  # unknown checkpoint: 404 before any work
-    if internal.refiner:
-        registry(request).resolve(internal.refiner.model)
-    urls = _urls(request, req)
-    face_scripts = face_scripts or always_on.face_scripts(request, req, urls, img2img=False)
-    restore = faces.restore_of(req, {**options(request), **(req.override_settings or {})})
-    if restore:  # off, URL responses, unknown or missing restorer: refused before any work
-        faces.check(request, urls)
-        restorer_file(request.app.state.settings.models_dir, restore.model)
-    result = await generate(request, internal, keep_bytes=not urls, allow_interrupted=True)
-    if restore:
-        result = await faces.restore_images(request, result, restore, urls)
-    if face_scripts.active:
-        result = await always_on.after(request, face_scripts, result, internal)
-    if not req.override_settings_restore_afterwards and req.override_settings:
-        kept = {k: v for k, v in req.override_settings.items() if k in serving.OPTION_DEFAULTS}
-        await save_options(request, kept)
-    return serving.render(req, internal, result, urls)
+class A1111(Dialect):
+    """AUTOMATIC1111's /sdapi/v1 txt2img and img2img (with their alwayson scripts)."""
+
+    tags = ("AUTOMATIC1111 /sdapi/v1",)
+    routes = (Route("/txt2img", Txt2ImgRequest, "txt2img"),
+              Route("/img2img", Img2ImgRequest, "img2img"))
+
+    def authenticate(self, call: Call) -> None:
+        """Done already: every /sdapi/v1 route depends on `authorised` (the router's)."""
+
+    def parse(self, call: Call):
+        return validate(call.route.model, serving.apply_infotext(call.fields))
+
+    def model_name(self, call: Call) -> str | None:
+        req = call.parsed
+        return ((req.override_settings or {}).get("sd_model_checkpoint") or req.model
+                or options(call.request).get("sd_model_checkpoint"))
+
+    async def to_internal(self, call: Call) -> GenerationRequest:
+        req, request = call.parsed, call.request
+        urls = call.extra["urls"] = _urls(request, req)
+        units = _controlnet_units(request, req)
+        if not isinstance(req, Img2ImgRequest):
+            call.extra["faces"] = always_on.face_scripts(request, req, urls, img2img=False)
+            return serving.to_internal(req, options(request), controlnets=units)
+        max_px = call.settings.max_image_pixels
+        first = serving.checked_init_images(req)
+        if first.startswith(("http://", "https://")):
+            raise Unsupported("init image URLs are not fetched; send the image as base64",
+                              param="init_images")
+        init = check_image(b64decode_strict(first, "init_images"), max_px, "init_images")
+        mask = check_image(b64decode_strict(req.mask, "mask"), max_px, "mask") if req.mask else None
+        face_scripts = call.extra["faces"] = always_on.face_scripts(request, req, urls,
+                                                                    img2img=True)
+        internal = serving.to_internal(req, options(request), init=init, mask=mask,
+                                       controlnets=units)
+        if face_scripts.swap_in_source:  # after every refusal to_internal makes
+            init = await always_on.swap_source(request, face_scripts, init)
+            internal = internal.model_copy(update={"init_image": init})
+        return internal
+
+    async def execute(self, call: Call):
+        req, request, internal = call.parsed, call.request, call.internal
+        urls, face_scripts = call.extra["urls"], call.extra["faces"]
+        if internal.refiner:  # unknown refiner checkpoint: 404 before any work
+            await anyio.to_thread.run_sync(registry(request).resolve, internal.refiner.model)
+        restore = faces.restore_of(req, {**options(request), **(req.override_settings or {})})
+        if restore:  # off, URL responses, unknown or missing restorer: refused before any work
+            faces.check(request, urls)
+            restorer_file(call.settings.models_dir, restore.model)
+        result = await generate(request, internal, keep_bytes=not urls, allow_interrupted=True)
+        if restore:
+            result = await faces.restore_images(request, result, restore, urls)
+        if face_scripts.active:
+            result = await always_on.after(request, face_scripts, result, internal)
+        if not req.override_settings_restore_afterwards and req.override_settings:
+            kept = {k: v for k, v in req.override_settings.items()
+                    if k in serving.OPTION_DEFAULTS}
+            await save_options(request, kept)
+        return result
+
+    def render(self, call: Call, result) -> dict:
+        return serving.render(call.parsed, call.internal, result, call.extra["urls"])
+
+    def render_error(self, err):
+        return serving.render_error(err)
 
 
 def _controlnet_units(request: Request, req) -> list:
@@ -112,31 +158,8 @@ def _controlnet_units(request: Request, req) -> list:
     return controlnet.units(req.alwayson_scripts, request.app.state.settings.max_image_pixels)
 
 
-@router.post("/txt2img", **body(Txt2ImgRequest))
-async def txt2img(request: Request):
-    req = validate(Txt2ImgRequest, serving.apply_infotext(await read_fields(request)))
-    units = _controlnet_units(request, req)
-    return await _generate(request, req, serving.to_internal(req, options(request),
-                                                             controlnets=units))
-
-
-@router.post("/img2img", **body(Img2ImgRequest))
-async def img2img(request: Request):
-    req = validate(Img2ImgRequest, serving.apply_infotext(await read_fields(request)))
-    max_px = request.app.state.settings.max_image_pixels
-    first = serving.checked_init_images(req)
-    if first.startswith(("http://", "https://")):
-        raise Unsupported("init image URLs are not fetched; send the image as base64",
-                          param="init_images")
-    init = check_image(b64decode_strict(first, "init_images"), max_px, "init_images")
-    mask = check_image(b64decode_strict(req.mask, "mask"), max_px, "mask") if req.mask else None
-    face_scripts = always_on.face_scripts(request, req, _urls(request, req), img2img=True)
-    internal = serving.to_internal(req, options(request), init=init, mask=mask,
-                                   controlnets=_controlnet_units(request, req))
-    if face_scripts.swap_in_source:  # after every refusal to_internal makes
-        init = await always_on.swap_source(request, face_scripts, init)
-        internal = internal.model_copy(update={"init_image": init})
-    return await _generate(request, req, internal, face_scripts)
+DIALECT = A1111()
+router = DIALECT.router(dependencies=[Depends(authorised)])
 
 
 # -- extras (upscaling) -------------------------------------------------------------------------
@@ -327,8 +350,7 @@ async def png_info(request: Request):
 
 @router.get("/memory")
 def memory(request: Request):
-    stats = getattr(backend(request), "memory", None)
-    return {"ram": catalog.ram(), "cuda": stats() if stats else {"error": "unavailable"}}
+    return {"ram": catalog.ram(), "cuda": backend(request).memory()}
 
 
 # -- upstream v1.10 routes sdgate answers without the machinery behind them ---------------------

@@ -16,12 +16,13 @@ from fastapi import APIRouter, Request
 from shared import postprocess
 from shared.accounts import metering
 from shared.backend import planned_urls, store_result
-from shared.dialects.base import (admit, body, backend, check_key, dialect_route, header_key, owner,
-                                  read_fields)
+from shared.dialects.base import backend, body, check_key, dialect_route, header_key, owner, read_fields
+from shared.dialects.dialect import Call, Dialect, Route
 from shared.dialects.modelslab.controlnet import ControlNetRequest
 from shared.dialects.modelslab.protocol import (FetchRequest, Img2ImgRequest, InpaintRequest,
                                                 Text2ImgRequest, parse, refuse)
-from shared.dialects.modelslab.render import DIALECT, job_body, render_error
+from shared.dialects.modelslab.render import DIALECT as DIALECT_NAME
+from shared.dialects.modelslab.render import job_body, render_error
 from shared.dialects.modelslab.spam import SpamFilter
 from shared.dialects.modelslab.superres import (SuperResolutionRequest, as_result,
                                                 check_text2img_upscaler)
@@ -31,27 +32,31 @@ from shared.generation import GenerationRequest
 from shared.images import b64decode_strict, check_image
 from shared.jobs import Job
 from shared.netguard import Guard, check_url, fetch
-from shared.storage import make_storage
 from shared.translation import TranslateRequest
-
-router = APIRouter(route_class=dialect_route(render_error), tags=["seed 003: ModelsLab"])
-
 
 # -- helpers -----------------------------------------------------------------------------------
 def _yn(v: bool) -> str:
     return "yes" if v else "no"
 
 
-async def _authorised(request: Request) -> dict:
+def _merged(request: Request, body: dict) -> dict:
     """The effective request: query-string fields under the body's (old clients POST
-    `/api/v3/text2img?key=...&prompt=...` with an empty body); the key from the body, the query,
-    a `key` header or the usual auth headers."""
-    body = await read_fields(request)
-    data = {**dict(request.query_params), **body}
+    `/api/v3/text2img?key=...&prompt=...` with an empty body)."""
+    return {**dict(request.query_params), **body}
+
+
+def _presented(request: Request, data: dict):
+    """The key from the body, the query, a `key` header or the usual auth headers."""
     key = data.get("key")
     if key in (None, ""):
         key = request.headers.get("key") or header_key(request)
-    check_key(request, key if not isinstance(key, (int, float)) else str(key))
+    return key if not isinstance(key, (int, float)) else str(key)
+
+
+async def _authorised(request: Request) -> dict:
+    """The effective request of a route that does not generate, its key checked."""
+    data = _merged(request, await read_fields(request))
+    check_key(request, _presented(request, data))
     await request.app.state.jobs.start()  # restart recovery, if the lifespan did not run it
     return data
 
@@ -117,46 +122,72 @@ def _fetch_url(request: Request, version: str, job_id: str) -> str:
     return base + FETCH_PATHS[version].format(job_id)
 
 
-async def _generate(request: Request, model_cls: type[Text2ImgRequest], version: str) -> dict:
-    settings = request.app.state.settings
-    data = await _authorised(request)
-    await _spam(request).acheck(data)
-    req = parse(model_cls, data)
-    if version != "v3" and not req.model_id:  # v4 and v6 name the model
-        raise ModelNotFound("Model id not found", param="model_id")
-    refuse(req.refusals())
-    be = backend(request)
-    be.native_size(req.model_id)  # an unknown model_id fails now, not in the background
-    upscaler = settings.modelslab_upscaler if req.upscale else None
-    if upscaler:  # upscale "yes" with no upscaler installed: refused now, not after generating
-        check_text2img_upscaler(be.registry.root, upscaler)
-    if req.multi_lingual:
-        req = await _translated(be, req)
-    guard = Guard.from_settings(settings)
-    if req.webhook:
-        await check_url(req.webhook, guard, "webhook")
-    images = {name: await _image(value, field, guard, settings.max_image_pixels)
-              for name, (field, value) in req.image_inputs().items()}
-    if isinstance(req, ControlNetRequest):
-        images["root"] = be.registry.root  # the ControlNet models on disk
-    internal = await admit(request, req.to_internal(req.model_id, settings.enhance_prompt_suffix,
-                                                    upscaler, **images))
-    runner = request.app.state.jobs
-    async with metering.finishing(request, internal):  # not submitted: its usage record ends
-        if runner.queue() >= settings.max_queue:
-            raise Unavailable("the server is busy; retry later",
-                              retry_after=settings.busy_retry_seconds)
-        job_id = _new_id(runner.store)
-        storage = getattr(be, "storage", None) or make_storage(settings)
-        job = Job(id=job_id, dialect=DIALECT, eta=runner.eta(), keep_bytes=req.base64,
-                  owner=internal.owner,
-                  future_links=planned_urls(storage, job_id, internal.num_images),
-                  webhook=req.webhook,
-                  track_id=None if req.track_id is None else str(req.track_id),
-                  request={"version": version, "meta": _meta(req, internal, job_id),
-                           "fetch_result": _fetch_url(request, version, job_id)})
-        runner.submit(job, internal)  # the job runner finishes the record (job_finished)
-    return job_body(await runner.wait(job_id, settings.sync_wait_seconds))
+class ModelsLab(Dialect):
+    """ModelsLab: every generation is a job, answered in upstream's job body."""
+
+    tags = ("seed 003: ModelsLab",)
+
+    async def read(self, call: Call) -> dict:
+        return _merged(call.request, await read_fields(call.request))
+
+    def presented_key(self, call: Call):
+        return _presented(call.request, call.fields)
+
+    def parse(self, call: Call):
+        req = parse(call.route.model, call.fields)
+        if call.route.options["version"] != "v3" and not req.model_id:  # v4+ name the model
+            raise ModelNotFound("Model id not found", param="model_id")
+        refuse(req.refusals())
+        return req
+
+    def model_name(self, call: Call) -> str | None:
+        return call.parsed.model_id
+
+    async def to_internal(self, call: Call) -> GenerationRequest:
+        req, settings, be = call.parsed, call.settings, call.backend
+        await _spam(call.request).acheck(call.fields)
+        upscaler = settings.modelslab_upscaler if req.upscale else None
+        if upscaler:  # upscale "yes" with no upscaler installed: refused now, not after generating
+            check_text2img_upscaler(be.registry.root, upscaler)
+        if req.multi_lingual:
+            req = call.parsed = await _translated(be, req)
+        guard = Guard.from_settings(settings)
+        if req.webhook:
+            await check_url(req.webhook, guard, "webhook")
+        images = {name: await _image(value, field, guard, settings.max_image_pixels)
+                  for name, (field, value) in req.image_inputs().items()}
+        if isinstance(req, ControlNetRequest):
+            images["root"] = be.registry.root  # the ControlNet models on disk
+        return req.to_internal(req.model_id, settings.enhance_prompt_suffix, upscaler, **images)
+
+    async def execute(self, call: Call) -> Job:
+        """Submit the job and wait for it up to the synchronous wait."""
+        req, request, internal, settings = call.parsed, call.request, call.internal, call.settings
+        version = call.route.options["version"]
+        runner = request.app.state.jobs
+        await runner.start()  # restart recovery, if the lifespan did not run it
+        await metering.begin(request, internal)  # the key's concurrency and quota; usage record
+        async with metering.finishing(request, internal):  # not submitted: its record ends
+            if runner.queue() >= settings.max_queue:
+                raise Unavailable("the server is busy; retry later",
+                                  retry_after=settings.busy_retry_seconds)
+            job_id = _new_id(runner.store)
+            job = Job(id=job_id, dialect=DIALECT_NAME, eta=runner.eta(), keep_bytes=req.base64,
+                      owner=internal.owner,
+                      future_links=planned_urls(call.backend.storage, job_id,
+                                                internal.num_images),
+                      webhook=req.webhook,
+                      track_id=None if req.track_id is None else str(req.track_id),
+                      request={"version": version, "meta": _meta(req, internal, job_id),
+                               "fetch_result": _fetch_url(request, version, job_id)})
+            runner.submit(job, internal)  # the job runner finishes the record (job_finished)
+        return await runner.wait(job_id, settings.sync_wait_seconds)
+
+    def render(self, call: Call, job: Job) -> dict:
+        return job_body(job)
+
+    def render_error(self, err):
+        return render_error(err)
 
 
 async def _translated(be, req: Text2ImgRequest) -> Text2ImgRequest:
@@ -193,9 +224,8 @@ async def _super_resolution(request: Request, version: str) -> dict:
     result = as_result(out, req.model_id, time.perf_counter() - t0)
     runner = request.app.state.jobs
     job_id = _new_id(runner.store)
-    storage = getattr(be, "storage", None) or make_storage(settings)
-    result = await anyio.to_thread.run_sync(store_result, storage, result, job_id, req.base64)
-    job = Job(id=job_id, dialect=DIALECT, keep_bytes=req.base64, owner=owner(request),
+    result = await anyio.to_thread.run_sync(store_result, be.storage, result, job_id, req.base64)
+    job = Job(id=job_id, dialect=DIALECT_NAME, keep_bytes=req.base64, owner=owner(request),
               webhook=req.webhook, track_id=None if req.track_id is None else str(req.track_id),
               request={"version": version, "meta": req.meta(field, value, job_id),
                        "fetch_result": _fetch_url(request, version, job_id)})
@@ -221,17 +251,9 @@ async def _fetch(request: Request, job_id: str | None) -> dict:
         raise ValidationFailed("request_id", fields=[FieldError(
             "request_id", "The request id field is required.")])
     job = request.app.state.jobs.get(str(job_id).strip())
-    if job is None or job.dialect != DIALECT or job.owner != owner(request):
+    if job is None or job.dialect != DIALECT_NAME or job.owner != owner(request):
         raise JobNotFound("Request not found")  # another key's job is as unknown as none
     return job_body(job)
-
-
-def _generator(model_cls: type[Text2ImgRequest], version: str):
-    async def endpoint(request: Request):
-        return await _generate(request, model_cls, version)
-    endpoint.__name__ = f"{version}_{getattr(model_cls, 'route_name', model_cls.mode.value)}"
-    endpoint.body_model = model_cls  # documented in /openapi.json
-    return endpoint
 
 
 async def fetch_by_path(request: Request, job_id: str):
@@ -266,35 +288,42 @@ async def unknown(request: Request, rest: str):
 
 
 # -- routes, one block (all POST, as upstream) ---------------------------------------------------
+def _generation(path: str, model: type[Text2ImgRequest], version: str) -> Route:
+    name = getattr(model, "route_name", model.mode.value)
+    return Route(path, model, f"{version}_{name}", {"version": version})
+
+
+GENERATION = (
+    _generation("/api/v3/text2img", Text2ImgRequest, "v3"),
+    _generation("/api/v3/img2img", Img2ImgRequest, "v3"),
+    _generation("/api/v3/inpaint", InpaintRequest, "v3"),
+    # the old v3 dreambooth aliases: v4's bodies (model_id required) under v3 paths
+    _generation("/api/v3/dreambooth", Text2ImgRequest, "v4"),
+    _generation("/api/v3/dreambooth/img2img", Img2ImgRequest, "v4"),
+    _generation("/api/v3/dreambooth/inpaint", InpaintRequest, "v4"),
+    _generation("/api/v4/dreambooth", Text2ImgRequest, "v4"),
+    _generation("/api/v4/dreambooth/img2img", Img2ImgRequest, "v4"),
+    _generation("/api/v4/dreambooth/inpaint", InpaintRequest, "v4"),
+    # v5 ControlNet (docs.modelslab.com/image-generation/controlnet: main and multi, one body)
+    _generation("/api/v5/controlnet", ControlNetRequest, "v5"),
+    # v6, what today's official clients call (docs.modelslab.com: /api/v6/images/...)
+    _generation("/api/v6/images/text2img", Text2ImgRequest, "v6"),
+    _generation("/api/v6/images/img2img", Img2ImgRequest, "v6"),
+    _generation("/api/v6/images/inpaint", InpaintRequest, "v6"),
+)
 ROUTES = [
-    ("/api/v3/text2img", _generator(Text2ImgRequest, "v3")),
-    ("/api/v3/img2img", _generator(Img2ImgRequest, "v3")),
-    ("/api/v3/inpaint", _generator(InpaintRequest, "v3")),
     ("/api/v3/fetch", fetch_by_body),
     ("/api/v3/fetch/{job_id}", fetch_by_path),
     ("/api/v3/system_load", system_load),
     ("/api/v3/super_resolution", _super_resolver("v3")),
-    # the old v3 dreambooth aliases: v4's bodies (model_id required) under v3 paths
-    ("/api/v3/dreambooth", _generator(Text2ImgRequest, "v4")),
-    ("/api/v3/dreambooth/img2img", _generator(Img2ImgRequest, "v4")),
-    ("/api/v3/dreambooth/inpaint", _generator(InpaintRequest, "v4")),
     ("/api/v3/dreambooth/fetch", fetch_by_body),
     ("/api/v3/dreambooth/fetch/{job_id}", fetch_by_path),
-    ("/api/v4/dreambooth", _generator(Text2ImgRequest, "v4")),
-    ("/api/v4/dreambooth/img2img", _generator(Img2ImgRequest, "v4")),
-    ("/api/v4/dreambooth/inpaint", _generator(InpaintRequest, "v4")),
     ("/api/v4/dreambooth/fetch", fetch_by_body),  # {"key", "request_id"}
     ("/api/v4/dreambooth/fetch/{job_id}", fetch_by_path),  # what v4's fetch_result points at
     ("/api/v4/dreambooth/model_list", model_list),
     ("/api/v4/dreambooth/system_load", system_load),
-    # v5 ControlNet (docs.modelslab.com/image-generation/controlnet: main and multi, one body)
-    ("/api/v5/controlnet", _generator(ControlNetRequest, "v5")),
     ("/api/v5/fetch", fetch_by_body),
     ("/api/v5/fetch/{job_id}", fetch_by_path),
-    # v6, what today's official clients call (docs.modelslab.com: /api/v6/images/...)
-    ("/api/v6/images/text2img", _generator(Text2ImgRequest, "v6")),
-    ("/api/v6/images/img2img", _generator(Img2ImgRequest, "v6")),
-    ("/api/v6/images/inpaint", _generator(InpaintRequest, "v6")),
     ("/api/v6/images/fetch", fetch_by_body),
     ("/api/v6/images/fetch/{job_id}", fetch_by_path),
     ("/api/v6/fetch", fetch_by_body),
@@ -304,6 +333,9 @@ ROUTES = [
     ("/api/v6/images/system_load", system_load),
     ("/api/v6/image_editing/super_resolution", _super_resolver("v6")),
 ]
+DIALECT = ModelsLab()
+DIALECT.routes = GENERATION
+router = DIALECT.router()
 for _path, _endpoint in ROUTES:
     _model = getattr(_endpoint, "body_model", None)
     router.add_api_route(_path, _endpoint, methods=["POST"], **(body(_model) if _model else {}))

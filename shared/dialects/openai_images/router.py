@@ -10,14 +10,14 @@ import time
 
 import asyncio
 import json
-import uuid
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from shared.dialects.base import (backend, body, check_key, dialect_route, generate, header_key,
-                                  owner, read_fields, validate)
+from shared.dialects.base import (backend, check_key, generate, header_key, owner, read_fields,
+                                  validate)
+from shared.dialects.dialect import Call, Dialect, Route
 from shared.dialects.openai_images.masks import edit_mask
 from shared.dialects.openai_images.protocol import (ImageEditRequest, ImageGenerateRequest,
                                                     ImageVariationRequest, ResponseFormat,
@@ -79,9 +79,6 @@ def render(images: list, kind: ResponseFormat, internal: GenerationRequest,
             "usage": usage(internal, images, input_size)}
 
 
-router = APIRouter(route_class=dialect_route(render_error), tags=["OpenAI Images"])
-
-
 def _file(value, field: str) -> bytes:
     if value is None:
         raise invalid_field(field, f"{field}: field required")
@@ -90,24 +87,89 @@ def _file(value, field: str) -> bytes:
     return value
 
 
-async def _uploads(request: Request) -> tuple[dict, list[bytes], bytes | None]:
-    """Text fields, the images (`image`, or the openai client's list `image[]`) and the optional
-    mask of a multipart Images request."""
-    data = await read_fields(request)
-    form = await request.form()  # starlette keeps the form read_fields parsed: every file
-    files = [*form.getlist("image"), *form.getlist("image[]")]
-    if "markup" in data:
-        raise Unsupported("markup is not supported; send a mask instead", param="markup")
-    data.pop("image", None)
-    data.pop("image[]", None)
-    mask = data.pop("mask", None)
-    images = []
-    for f in files or [None]:
-        if hasattr(f, "read"):  # read_fields read it once already
-            await f.seek(0)
-            f = await f.read()
-        images.append(_file(f, "image"))
-    return data, images, None if mask is None else _file(mask, "mask")
+MULTIPART = ("multipart/form-data",)
+
+
+class OpenAIImages(Dialect):
+    """OpenAI Images: bearer keys, JSON generations, multipart edits and variations."""
+
+    tags = ("OpenAI Images",)
+    routes = (Route("/v1/images/generations", ImageGenerateRequest, "generations"),
+              Route("/v1/images/edits", ImageEditRequest, "edits", content_types=MULTIPART),
+              Route("/v1/images/variations", ImageVariationRequest, "variations",
+                    content_types=MULTIPART))
+
+    async def read(self, call: Call) -> dict:
+        """JSON for generations; for edits and variations the text fields, with the images
+        (`image`, or the openai client's list `image[]`) and the optional mask in call.extra."""
+        data = await read_fields(call.request)
+        if call.route.model is ImageGenerateRequest:
+            return data
+        form = await call.request.form()  # starlette keeps the form read_fields parsed
+        files = [*form.getlist("image"), *form.getlist("image[]")]
+        data.pop("image", None)
+        data.pop("image[]", None)
+        images = []
+        for f in files:
+            if hasattr(f, "read"):  # read_fields read it once already
+                await f.seek(0)
+                f = await f.read()
+            images.append(f)
+        call.extra["images"], call.extra["mask"] = images, data.pop("mask", None)
+        return data
+
+    def parse(self, call: Call):
+        req = validate(call.route.model, call.fields)
+        if call.route.model is ImageGenerateRequest:
+            return req
+        if "markup" in call.fields:
+            raise Unsupported("markup is not supported; send a mask instead", param="markup")
+        images = [_file(f, "image") for f in call.extra["images"] or [None]]
+        mask = call.extra["mask"]
+        if isinstance(req, ImageVariationRequest):
+            if mask is not None:
+                raise Unsupported("variations take no mask; use /v1/images/edits", param="mask")
+            if len(images) > 1:
+                raise Unsupported("variations take one image", param="image")
+        else:
+            req.check_references(len(images) - 1)
+        call.extra["images"] = images
+        call.extra["mask"] = None if mask is None else _file(mask, "mask")
+        return req
+
+    def model_name(self, call: Call) -> str | None:
+        return sdgate_model(call.parsed.model)
+
+    async def to_internal(self, call: Call) -> GenerationRequest:
+        req = call.parsed
+        if isinstance(req, ImageGenerateRequest):
+            return req.to_internal(call.native)
+        max_px = call.settings.max_image_pixels
+        (image, *refs), mask = call.extra["images"], call.extra["mask"]
+        img = open_image(image, max_px, "image")
+        call.extra["input_size"] = img.size
+        if isinstance(req, ImageVariationRequest):
+            return req.to_internal(image, img.size)
+        for i, ref in enumerate(refs, 1):  # references: refused now if undecodable
+            open_image(ref, max_px, f"image[{i}]")
+        if req.whole_image(mask is not None):  # gpt-image, no mask: the whole image is edited
+            mask_png = None
+        else:
+            mask_png = edit_mask(img, None if mask is None else open_image(mask, max_px, "mask"))
+        return req.to_internal(image, mask_png, img.size, refs)
+
+    async def execute(self, call: Call):
+        req = call.parsed
+        if getattr(req, "stream", False):
+            return _stream(call.request, call.internal, req.quality or "auto")
+        return await _respond(call.request, call.internal, req.response_kind(),
+                              call.extra.get("input_size"))
+
+    def render(self, call: Call, result) -> dict | StreamingResponse:
+        return result  # _respond and _stream already answer in OpenAI's shape
+
+    def render_error(self, err: SdgateError) -> JSONResponse:
+        return render_error(err)
 
 
 async def _respond(request: Request, internal: GenerationRequest, kind: ResponseFormat,
@@ -121,16 +183,6 @@ async def _respond(request: Request, internal: GenerationRequest, kind: Response
     return render(result.images, kind, internal, input_size)
 
 
-@router.post("/v1/images/generations", **body(ImageGenerateRequest))
-async def generations(request: Request):
-    check_key(request, header_key(request))
-    req = validate(ImageGenerateRequest, await read_fields(request))
-    native = backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
-    if req.stream:
-        return _stream(request, req.to_internal(native), req.quality or "auto")
-    return await _respond(request, req.to_internal(native), req.response_kind())
-
-
 def _sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
@@ -138,7 +190,6 @@ def _sse(event: str, data: dict) -> bytes:
 def _stream(request: Request, internal: GenerationRequest, quality: str) -> StreamingResponse:
     """stream: true: `image_generation.partial_image` events as the engine keeps previews of its
     latents, then `image_generation.completed` (the openai SDK's ImageGenStreamEvent)."""
-    internal = internal.model_copy(update={"task_id": uuid.uuid4().hex})
     quality = quality if quality in ("low", "medium", "high", "auto") else "auto"
     common = {"background": "opaque", "output_format": internal.output_format.value,
               "quality": quality, "size": f"{internal.width}x{internal.height}"}
@@ -171,39 +222,8 @@ def _stream(request: Request, internal: GenerationRequest, quality: str) -> Stre
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-@router.post("/v1/images/edits")
-async def edits(request: Request):
-    check_key(request, header_key(request))
-    data, images, mask = await _uploads(request)
-    req = validate(ImageEditRequest, data)
-    req.check_references(len(images) - 1)
-    backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
-    max_px = request.app.state.settings.max_image_pixels
-    img = open_image(images[0], max_px, "image")
-    for i, ref in enumerate(images[1:], 1):  # references: refused now if undecodable
-        open_image(ref, max_px, f"image[{i}]")
-    if req.whole_image(mask is not None):  # gpt-image, no mask: the whole image is edited
-        mask_png = None
-    else:
-        mask_png = edit_mask(img, None if mask is None else open_image(mask, max_px, "mask"))
-    return await _respond(request, req.to_internal(images[0], mask_png, img.size, images[1:]),
-                          req.response_kind(), img.size)
-
-
-@router.post("/v1/images/variations")
-async def variations(request: Request):
-    check_key(request, header_key(request))
-    data, images, mask = await _uploads(request)
-    if mask is not None:
-        raise Unsupported("variations take no mask; use /v1/images/edits", param="mask")
-    if len(images) > 1:
-        raise Unsupported("variations take one image", param="image")
-    image = images[0]
-    req = validate(ImageVariationRequest, data)
-    backend(request).native_size(sdgate_model(req.model))  # unknown model -> 404
-    img = open_image(image, request.app.state.settings.max_image_pixels, "image")
-    return await _respond(request, req.to_internal(image, img.size), req.response_kind(),
-                          img.size)
+DIALECT = OpenAIImages()
+router = DIALECT.router()
 
 
 @router.get("/v1/models")
