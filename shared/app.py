@@ -17,6 +17,7 @@ from shared.dialects.state import DialectState
 from shared.errors import NotFound
 from shared.jobrunner import JobRunner
 from shared.jobs import make_job_store
+from shared.retention import Sweeper
 from shared.progress import TASKS
 from shared.state import State, make_state
 from shared.storage import LOCAL_ROUTE, LocalStorage, make_storage
@@ -61,6 +62,10 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app.state.jobs.on_finish = metering.job_finished(app)  # a job's usage record
     app.router.on_startup.append(app.state.jobs.start)
     app.router.on_shutdown.append(app.state.jobs.stop)
+    # Finished jobs and local output files expire (SDGATE_RETENTION_DAYS): shared/retention.py.
+    app.state.retention = Sweeper(settings, app.state.jobs.store, backend.storage)
+    app.router.on_startup.append(app.state.retention.start)
+    app.router.on_shutdown.append(app.state.retention.stop)
 
     # Every API shape, one block. Each router renders its own errors.
     from shared import observability

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     sync_wait_seconds: float = Field(20.0, ge=0)  # answer "processing" after this long
     job_timeout_seconds: float = Field(600.0, gt=0)  # a job still processing then has failed
     spam_window_seconds: float = Field(30.0, ge=0)  # same key + same body within it: refused
+    # Retention (shared/retention.py): finished jobs and local output files older than this are
+    # deleted by an hourly sweep; 0 keeps them forever. (S3 objects: the bucket's expiry rule.)
+    retention_days: float = Field(7.0, ge=0)
+    retention_sweep_seconds: float = Field(3600.0, gt=0)
 
     # Webhooks (Standard Webhooks signing; whsec_<base64> secret; when unset, one is generated
     # on first start and kept in the state store: `sdgate webhook-secret` prints it)

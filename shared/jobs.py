@@ -78,6 +78,14 @@ class MemoryJobStore:
         with self._lock:
             self._jobs[job.id] = job.model_dump(mode="json")
 
+    def purge(self, before: float) -> int:
+        """Delete jobs that finished before `before` (unix time); how many went."""
+        with self._lock:
+            old = [k for k, d in self._jobs.items() if _expired(d, before)]
+            for k in old:
+                del self._jobs[k]
+        return len(old)
+
     def processing(self) -> list[Job]:
         """Jobs still processing (start-up recovery and the deadline watchdog)."""
         with self._lock:
@@ -117,12 +125,28 @@ class SqliteJobStore:
             db.execute("INSERT OR REPLACE INTO jobs (id, status, data) VALUES (?, ?, ?)",
                        (job.id, job.status.value, data))
 
+    def purge(self, before: float) -> int:
+        """Delete jobs that finished before `before` (unix time); how many went."""
+        with self._connect() as db:
+            cur = db.execute("DELETE FROM jobs WHERE status != ? AND "
+                             "COALESCE(json_extract(data, '$.finished'), "
+                             "json_extract(data, '$.created')) < ?",
+                             (JobStatus.processing.value, before))
+        return cur.rowcount
+
     def processing(self) -> list[Job]:
         """Jobs still processing (start-up recovery and the deadline watchdog)."""
         with self._connect() as db:
             rows = db.execute("SELECT data FROM jobs WHERE status = ?",
                               (JobStatus.processing.value,)).fetchall()
         return [Job.model_validate_json(r[0]) for r in rows]
+
+
+def _expired(data: dict, before: float) -> bool:
+    """A stored job (as JSON) that is final and finished before `before`."""
+    if data.get("status") == JobStatus.processing.value:
+        return False
+    return (data.get("finished") or data.get("created") or 0) < before
 
 
 def make_job_store(settings) -> JobStore:

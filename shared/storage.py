@@ -73,6 +73,23 @@ class LocalStorage:
         return self.url_for(key)
 
 
+    def purge(self, before: float) -> int:
+        """Delete files last written before `before` (unix time); how many went."""
+        gone = 0
+        if not self.root.is_dir():
+            return 0
+        for path in sorted(self.root.rglob("*"), reverse=True):  # files before their folders
+            try:
+                if path.is_file() and path.stat().st_mtime < before:
+                    path.unlink()
+                    gone += 1
+                elif path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+            except OSError:  # another sweep or writer got there first
+                continue
+        return gone
+
+
 class S3Storage:
     """An S3 protocol bucket through boto3: AWS, R2, MinIO, or a test server."""
 

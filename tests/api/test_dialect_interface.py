@@ -9,12 +9,13 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from shared.dialects import a1111, draw, form, modelslab, openai_images
+import importlib
+
 from shared.dialects.dialect import Dialect
 from tests.http_helpers import b64png
 
-DIALECTS = [draw.DIALECT, form.DIALECT, openai_images.router.DIALECT, modelslab.DIALECT,
-            a1111.router.DIALECT]
+DIALECTS = [importlib.import_module(f"shared.dialects.{m}").DIALECT for m in (
+    "draw", "form", "openai_images.router", "modelslab", "a1111.router")]
 GENERATION_PATHS = {"/v1/draw", "/txt2img", "/img2img", "/v1/images/generations",
                     "/v1/images/edits", "/v1/images/variations", "/sdapi/v1/txt2img",
                     "/sdapi/v1/img2img", "/api/v3/text2img", "/api/v4/dreambooth/img2img",
