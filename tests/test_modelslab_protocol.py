@@ -140,7 +140,10 @@ def test_error_bodies_are_the_seeds():
                "sure you are doing POST request with valid JSON. 3. Make sure your JSON does not "
                "have error, use jsonlint to validate json array. 4. Make sure you have valid API "
                "key."}
-    assert render.error_body(RateLimited("x")) == {
+    # a key's own limits say which limit; the spam filter's refusal is the seed's fixed body
+    assert render.error_body(RateLimited("Concurrency limit: 2")) == {
+        "status": "error", "message": "Concurrency limit: 2"}
+    assert render.error_body(RateLimited("Rate limit exceeded")) == {
         "status": "error", "message": "Rate limit exceeded",
         "tips": "you are sending same request multiple times, spam filter is enabled, please "
                 "wait for 30 seconds and try again"}
