@@ -82,6 +82,8 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
     app.include_router(a1111.adetailer_router)  # ADetailer: /adetailer/v1/* at the root
     from shared.accounts import api as accounts
     app.include_router(accounts.router)  # /v1/usage, /v1/admin/keys
+    from shared import console
+    app.include_router(console.router)  # the operator page at /
 
     storage = backend.storage
     if isinstance(storage, LocalStorage):

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import pathlib
 import secrets
-from functools import lru_cache
+import threading
 
 from sqlalchemy import BigInteger, DateTime, Float, Integer, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -88,11 +88,21 @@ def make_engine(url: str):
     return create_engine(url)
 
 
-@lru_cache(maxsize=8)
+_engines: dict[str, object] = {}
+_migrating = threading.RLock()  # Alembic's context is process-global: one migration at once
+
+
 def engine_for(url: str):
-    """The process's engine for `url`, its schema migrated to the latest revision on first use."""
-    eng = make_engine(url)
-    migrate(eng)
+    """The process's engine for `url`, its schema migrated to the latest revision on first use
+    (once, even when the first requests arrive together on several threads)."""
+    eng = _engines.get(url)
+    if eng is None:
+        with _migrating:
+            eng = _engines.get(url)
+            if eng is None:
+                eng = make_engine(url)
+                migrate(eng)
+                _engines[url] = eng
     return eng
 
 
@@ -112,7 +122,7 @@ def migrate(eng, revision: str = "head") -> None:
     from sqlalchemy import inspect
 
     cfg = alembic_config()
-    with eng.begin() as conn:
+    with _migrating, eng.begin() as conn:
         cfg.attributes["connection"] = conn
         tables = set(inspect(conn).get_table_names())
         if "api_keys" in tables and "alembic_version" not in tables:

@@ -57,3 +57,15 @@ def test_pre_alembic_database_is_stamped_and_kept(tmp_path):
     main(["db", "upgrade", "--database-url", url])
     assert store.revision_of(url) == store.alembic_head()
     assert store.resolve(url, "sdg_old").name == "old"
+
+
+def test_first_use_from_many_threads_migrates_once(tmp_path):
+    """The first requests of a fresh server arrive together: Alembic's process-global context
+    must not run twice at once (it raised KeyError in the operator page's first run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"sqlite:///{tmp_path}/race.db"
+    with ThreadPoolExecutor(8) as pool:
+        engines = list(pool.map(lambda _: store.engine_for(url), range(8)))
+    assert len({id(e) for e in engines}) == 1
+    assert store.revision_of(url) == store.alembic_head()
