@@ -42,7 +42,7 @@ def admit_stored(request, presented: str) -> bool:
     if not allows(rec.scope_list(), shape):
         raise Forbidden(f"this API key may not use the {shape} API (its scopes: {rec.scopes})")
     request.state.key_scopes = rec.scope_list()
-    ratelimit.hit(rec.id, rec.rpm)
+    ratelimit.hit_shared(settings.database_url, rec.id, rec.rpm)  # across containers
     return True
 
 

@@ -1,4 +1,5 @@
-"""Per-key requests-per-minute: a sliding 60 s window in this process."""
+"""Per-key requests-per-minute: a sliding 60 s window, in the key database (shared by every
+container using it) for stored keys, or in this process (`hit`)."""
 from __future__ import annotations
 
 import collections
@@ -25,3 +26,29 @@ def hit(kid: str, rpm: int | None, now: float | None = None) -> None:
             raise RateLimited(f"Rate limit exceeded: {rpm} requests per minute for this key",
                               retry_after=q[0] + WINDOW - now)
         q.append(now)
+
+
+def hit_shared(url: str, kid: str, rpm: int | None) -> None:
+    """Count one request of stored key `kid` in the database: the window every container
+    sharing it sees (the key's row is locked while counting, FOR UPDATE on PostgreSQL)."""
+    if rpm is None:
+        return
+    import datetime as dt
+
+    from sqlalchemy import delete, func, select
+    from sqlalchemy.orm import Session
+
+    from shared.accounts.store import ApiKey, RateHit, engine_for
+
+    now = dt.datetime.now(dt.timezone.utc)
+    start = now - dt.timedelta(seconds=WINDOW)
+    with _lock, Session(engine_for(url)) as s, s.begin():
+        s.get(ApiKey, kid, with_for_update=True)
+        s.execute(delete(RateHit).where(RateHit.key_id == kid, RateHit.at <= start))
+        count, oldest = s.execute(select(func.count(), func.min(RateHit.at)).where(
+            RateHit.key_id == kid)).one()
+        if count >= rpm:
+            oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=dt.timezone.utc)
+            raise RateLimited(f"Rate limit exceeded: {rpm} requests per minute for this key",
+                              retry_after=(oldest - start).total_seconds())
+        s.add(RateHit(key_id=kid, at=now))

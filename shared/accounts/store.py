@@ -66,6 +66,15 @@ class Usage(Base):
                                                            nullable=True)
 
 
+class RateHit(Base):
+    """One request of a stored key with a requests-per-minute limit (kept for 60 s)."""
+
+    __tablename__ = "rate_hits"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(40), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

@@ -34,3 +34,21 @@ def test_window_slides():
     except ratelimit.RateLimited as e:
         assert abs(e.retry_after - 30.0) < 1e-6
     ratelimit.hit("k", 1, now=160.5)  # the first request left the window
+
+
+def test_the_window_is_shared_by_every_server_on_the_database(make_app, any_db):
+    """Two apps (two containers) on one database: the second sees the first one's requests."""
+    secret, rec = store.create(any_db, "shared")
+    store.set_limit(any_db, rec.id, 3)
+    h = {"Authorization": f"Bearer {secret}"}
+    with TestClient(make_app(database_url=any_db)) as a, \
+            TestClient(make_app(database_url=any_db)) as b:
+        assert [a.get("/sdapi/v1/options", headers=h).status_code for _ in range(2)] == [200, 200]
+        assert b.get("/v1/models", headers=h).status_code == 200
+        r = b.get("/v1/models", headers=h)
+        assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 60
+        assert a.get("/sdapi/v1/options", headers=h).status_code == 429
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+    with Session(store.engine_for(any_db)) as s:  # refusals are not counted as requests
+        assert s.scalar(select(func.count()).select_from(store.RateHit)) == 3
