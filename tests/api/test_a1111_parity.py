@@ -184,3 +184,71 @@ def test_unknown_routes_and_refusals_in_upstreams_error_shape(client):
         assert "training" in body["detail"]
         assert client.post(f"{prefix}/reload-checkpoint").json() == {}
         assert client.get(f"{prefix}/extensions").json() == []
+
+
+def _keys_hold(body, model: str, spec) -> list:
+    """Upstream keys missing from a response (each item of a list), nested models included."""
+    want = spec["models"][model.removesuffix("[]")]
+    items = body if model.endswith("[]") else [body]
+    missing = [(model, k) for item in items for k in set(want) - set(item)]
+    if model.removesuffix("[]") == "ScriptInfo":
+        missing += [m for item in items for arg in item["args"]
+                    for m in _keys_hold(arg, "ScriptArg", spec)]
+    if model == "EmbeddingsResponse":
+        missing += [m for part in ("loaded", "skipped") for emb in body[part].values()
+                    for m in _keys_hold(emb, "EmbeddingItem", spec)]
+    return missing
+
+
+def test_every_get_route_answers_with_upstreams_keys(client):
+    """Each GET route the fixture names a response model for: every item carries upstream's keys;
+    every such model is transcribed in the fixture (so a new route cannot go unchecked)."""
+    spec = _upstream()
+    missing, empty = [], []
+    for method, path, model in spec["routes"]:
+        if model is None:
+            continue
+        assert model.removesuffix("[]") in spec["models"], model
+        if method != "GET":
+            continue
+        for prefix in PREFIXES:
+            r = client.get(f"{prefix}/{path}")
+            assert r.status_code == 200, (path, r.text)
+            body = r.json()
+            if model.endswith("[]") and not body:
+                empty.append(path)
+            missing += _keys_hold(body, model, spec)
+    assert missing == []
+    # Lists that are empty on a bare models folder (nothing of that kind is installed).
+    assert set(empty) <= {"hypernetworks", "face-restorers", "realesrgan-models", "script-info",
+                          "prompt-styles", "sd-vae", "extensions", "sd-modules"}, empty
+
+
+def test_post_routes_answer_with_upstreams_keys(client):
+    spec = _upstream()
+    img = Image.new("RGB", (64, 64), (120, 30, 200))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    small = {"prompt": "a", "steps": 2, "width": 64, "height": 64, "seed": 3}
+    for prefix in PREFIXES:
+        t = client.post(f"{prefix}/txt2img", json=small).json()
+        assert _keys_hold(t, "TextToImageResponse", spec) == []
+        assert decode(t["images"][0]).size == (64, 64)
+        i = client.post(f"{prefix}/img2img", json={**small, "init_images": [b64]}).json()
+        assert _keys_hold(i, "ImageToImageResponse", spec) == []
+        assert i["parameters"]["include_init_images"] is False
+        assert i["parameters"]["init_images"] is None
+        assert decode(i["images"][0]).size == (64, 64)
+        one = client.post(f"{prefix}/extra-single-image", json={
+            "image": b64, "upscaler_1": "Nearest", "upscaling_resize": 2}).json()
+        assert _keys_hold(one, "ExtrasSingleImageResponse", spec) == []
+        assert decode(one["image"]).size == (128, 128)
+        many = client.post(f"{prefix}/extra-batch-images", json={
+            "imageList": [{"data": b64, "name": "a.png"}], "upscaler_1": "Nearest",
+            "upscaling_resize": 2}).json()
+        assert _keys_hold(many, "ExtrasBatchImagesResponse", spec) == []
+        assert [decode(x).size for x in many["images"]] == [(128, 128)]
+        info = client.post(f"{prefix}/png-info", json={"image": t["images"][0]}).json()
+        assert _keys_hold(info, "PNGInfoResponse", spec) == []
+        assert str(info["parameters"]["Seed"]) == "3"

@@ -60,6 +60,26 @@ def test_txt2img_single_multi_and_weight_zero(cn_client):
     assert (multi != one).any() and (multi != plain).any()
 
 
+def test_guidance_window_is_respected(cn_client):
+    """guidance_start/end (and the old `guidance` name for the end) decide which steps the unit
+    acts on: a window holding no step gives the pixels of no unit, half a window something between."""
+    c = cn_client
+    plain = decode(c.post("/sdapi/v1/txt2img", json=BODY))
+    unit = {"module": "canny", "model": "tiny-cn", "image": b64(square()), "processor_res": 64,
+            "threshold_a": 100, "threshold_b": 200}
+    full = decode(c.post("/sdapi/v1/txt2img", json=with_units(unit)))
+    late = decode(c.post("/sdapi/v1/txt2img", json=with_units({**unit, "guidance_start": 0.9})))
+    assert (late == plain).all()  # 3 steps: none starts at or after 0.9
+    early = decode(c.post("/sdapi/v1/txt2img", json=with_units({**unit, "guidance_end": 0.1})))
+    assert (early == plain).all()
+    old = decode(c.post("/sdapi/v1/txt2img", json=with_units({**unit, "guidance": 0.1})))
+    assert (old == plain).all()  # sd-webui-controlnet's old name for guidance_end
+    half = decode(c.post("/sdapi/v1/txt2img", json=with_units({**unit, "guidance_start": 0.5})))
+    assert (half != plain).any() and (half != full).any()
+    first = decode(c.post("/sdapi/v1/txt2img", json=with_units({**unit, "guidance_end": 0.5})))
+    assert (first != plain).any() and (first != full).any() and (first != half).any()
+
+
 def test_img2img_and_inpaint(cn_client):
     c = cn_client
     init = b64(Image.new("RGB", (64, 64), (200, 40, 40)))

@@ -244,7 +244,7 @@ def test_parameters_echo_upstream_fields_only():
     i2i = validate(Img2ImgRequest, {"init_images": ["abc"], "mask": "m"})
     echoed = serving.parameters(i2i)
     assert echoed["init_images"] is None and echoed["mask"] is None
-    assert "include_init_images" not in echoed
+    assert echoed["include_init_images"] is False  # upstream's vars(img2imgreq) keeps it
     kept = validate(Img2ImgRequest, {"init_images": ["abc"], "include_init_images": True})
     assert serving.parameters(kept)["init_images"] == ["abc"]
 

@@ -131,7 +131,7 @@ class _Img2ImgFields(ProcessingRequest):
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
     force_task_id: str | None = None
-    include_init_images: bool = False  # an API-only field; upstream never echoes it
+    include_init_images: bool = False  # API-only; echoed in `parameters` as upstream
 
 
 # Bases listed API fields first so pydantic orders the fields as upstream: shared, own, API-only.

@@ -275,10 +275,9 @@ def _defaulted(req: ProcessingRequest) -> list[str]:
 # -- responses -----------------------------------------------------------------------------------
 def parameters(req: ProcessingRequest) -> dict:
     """The request echoed with defaults filled, as upstream's `parameters` (init images and mask
-    only with include_init_images)."""
+    only with include_init_images, which upstream's vars(img2imgreq) echoes too)."""
     out = req.model_dump(include=set(type(req).model_fields) - SDGATE_FIELDS)
     if isinstance(req, Img2ImgRequest):
-        out.pop("include_init_images", None)
         if not req.include_init_images:
             out["init_images"], out["mask"] = None, None
     return out
