@@ -138,5 +138,12 @@ def test_extras_gfpgan_visibility_restores_faces(api):
     diff = np.abs(decode(base64.b64decode(r.json()["image"])) - image)
     assert diff[region(BIG, 0)].mean() > 5 and changed_outside(diff, 0.7, BIG, SMALL) == 0
     assert "GFPGAN visibility" in r.json()["html_info"]
+    full = decode(base64.b64decode(r.json()["image"]))
+    r = client.post("/sdapi/v1/extra-single-image", json={**body, "gfpgan_visibility": 0})
+    assert (decode(base64.b64decode(r.json()["image"])) == image).all()  # visibility 0: as sent
+    r = client.post("/sdapi/v1/extra-single-image", json={**body, "gfpgan_visibility": 0.5})
+    half = decode(base64.b64decode(r.json()["image"]))
+    assert 0 < np.abs(half - image)[region(BIG, 0)].mean() < np.abs(full - image)[
+        region(BIG, 0)].mean()
     r = client.post("/sdapi/v1/extra-single-image", json={**body, "codeformer_visibility": 1})
     assert r.status_code == 404 and "Codeformer" in r.json()["detail"]
