@@ -296,8 +296,11 @@ def test_url_opt_in(client):
 # -- progress, interrupt, skip -------------------------------------------------------------------
 def test_progress_of_a_finished_task(client):
     task = uuid.uuid4().hex
-    client.post("/sdapi/v1/txt2img", json={"prompt": "x", "force_task_id": task, "n_iter": 2,
-                                           **SMALL})
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "force_task_id": task,
+                                               "n_iter": 2, **SMALL})
+    stamp = json.loads(r.json()["info"])["job_timestamp"]
+    last = client.get("/sdapi/v1/progress").json()  # idle: upstream keeps the last job's stamp
+    assert last["progress"] == 0 and last["state"]["job_timestamp"] == stamp
     p = client.get("/sdapi/v1/progress", params={"id_task": task}).json()
     assert p["progress"] == 1.0 and p["eta_relative"] == 0
     assert (p["state"]["job_no"], p["state"]["job_count"]) == (2, 2)

@@ -134,6 +134,8 @@ class A1111(Dialect):
             faces.check(request, urls)
             restorer_file(call.settings.models_dir, restore.model)
         result = await generate(request, internal, keep_bytes=not urls, allow_interrupted=True)
+        task = await TASKS.aget(internal.task_id, owner(request))
+        call.extra["job_timestamp"] = task.timestamp if task else None  # info's = /progress's
         if restore:
             result = await faces.restore_images(request, result, restore, urls)
         if face_scripts.active:
@@ -145,7 +147,8 @@ class A1111(Dialect):
         return result
 
     def render(self, call: Call, result) -> dict:
-        return serving.render(call.parsed, call.internal, result, call.extra["urls"])
+        return serving.render(call.parsed, call.internal, result, call.extra["urls"],
+                              job_timestamp=call.extra.get("job_timestamp"))
 
     def render_error(self, err):
         return serving.render_error(err)

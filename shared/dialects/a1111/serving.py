@@ -297,8 +297,10 @@ def ran_with(result: GenerationResult) -> dict:
     return dict(values[k] for k in result.model_defaults if values[k][1] is not None)
 
 
-def info(req: ProcessingRequest, internal: GenerationRequest, result: GenerationResult) -> str:
-    """Upstream's `info`: a JSON string describing the whole job."""
+def info(req: ProcessingRequest, internal: GenerationRequest, result: GenerationResult,
+         job_timestamp: str | None = None) -> str:
+    """Upstream's `info`: a JSON string describing the whole job (job_timestamp: the task's,
+    as /progress reports it)."""
     imgs = result.images
     n = len(imgs)
     first = imgs[0].infotext if imgs else ""
@@ -318,7 +320,7 @@ def info(req: ProcessingRequest, internal: GenerationRequest, result: Generation
         "denoising_strength": req.denoising_strength,
         "extra_generation_params": _extra_generation_params(first),
         "index_of_first_image": 0, "infotexts": [i.infotext for i in imgs],
-        "styles": req.styles or [], "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
+        "styles": req.styles or [], "job_timestamp": job_timestamp or time.strftime("%Y%m%d%H%M%S"),
         "clip_skip": internal.clip_skip,
         "is_using_inpainting_conditioning": False, "version": VERSION,
     }
@@ -326,7 +328,7 @@ def info(req: ProcessingRequest, internal: GenerationRequest, result: Generation
 
 
 def render(req: ProcessingRequest, internal: GenerationRequest, result: GenerationResult,
-           urls: bool) -> dict:
+           urls: bool, job_timestamp: str | None = None) -> dict:
     """`{images, parameters, info}`: base64 PNGs (or storage URLs when asked for)."""
     if not req.send_images:
         images = []
@@ -335,7 +337,7 @@ def render(req: ProcessingRequest, internal: GenerationRequest, result: Generati
     else:
         images = [base64.b64encode(i.data).decode("ascii") for i in result.images]
     return {"images": images, "parameters": {**parameters(req), **ran_with(result)},
-            "info": info(req, internal, result)}
+            "info": info(req, internal, result, job_timestamp)}
 
 
 def progress(task, idle=None) -> dict:
