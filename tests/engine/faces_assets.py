@@ -183,3 +183,18 @@ def write_yolo(path: Path, boxes: list[tuple], size: tuple[int, int], classes: i
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, DET, DET])],
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(out.shape))], inits)
     return _save(graph, path)
+
+
+def write_codeformer(path: Path, seed: int = 0) -> Path:
+    """A random CodeFormer in its real key layout (spandrel_extra_arches detects and sizes it):
+    the smallest transformer the loader reads back (dim 64, one layer, 16 codes); the VQ encoder
+    and generator are fixed by the architecture (~68M parameters, saved in half precision)."""
+    import torch
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    torch.manual_seed(seed)
+    net = CodeFormer(dim_embd=64, n_head=8, n_layers=1, codebook_size=16, latent_size=256,
+                     connect_list=["32"], fix_modules=["quantize", "generator"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, path)
+    return path

@@ -13,7 +13,8 @@ from shared.engine import ops
 from shared.engine.faces import analysis
 from shared.errors import InvalidRequest, ModelNotFound, ValidationFailed
 from shared.faces import FaceRestoreRequest, FaceSwapRequest, Restore
-from tests.engine.faces_assets import face_kps, write_face_model, write_pack, write_restorer
+from tests.engine.faces_assets import (face_kps, write_codeformer, write_face_model, write_pack,
+                                      write_restorer)
 
 W, H = 256, 128  # letterboxed to 640x320: image -> detector scale 2.5
 SCALE = 640 / W
@@ -161,6 +162,27 @@ def test_restoration_changes_faces_and_visibility_zero_changes_nothing(engine):
     with pytest.raises(ModelNotFound):
         ops.run(engine, "face_restore", FaceRestoreRequest(
             image=png(image), restore=Restore(model="CodeFormer")))
+
+
+def test_codeformer_restores_through_spandrel_extra_arches_with_its_weight(engine, tmp_path):
+    """A tiny random CodeFormer (the extra-architectures loader): faces change, nothing else;
+    codeformer_weight reaches the network; visibility 0 is the image as sent."""
+    path = write_codeformer(engine.registry.root / "Codeformer" / "codeformer-v0.1.0.pth")
+    try:
+        image = noise(6)
+
+        def run(**kw):
+            return ops.run(engine, "face_restore", FaceRestoreRequest(
+                image=png(image), restore=Restore(model="CodeFormer", **kw)))
+
+        low, high = run(codeformer_weight=0.0), run(codeformer_weight=1.0)
+        diff = np.abs(decode(low.image) - image)
+        assert low.faces == 2 and diff[region(BIG, 0)].mean() > 5
+        assert changed_outside(diff, 0.7, BIG, SMALL) == 0
+        assert (decode(low.image) != decode(high.image)).any()  # the fidelity weight is used
+        assert (decode(run(visibility=0).image) == image).all()
+    finally:
+        path.unlink()
 
 
 def write_checker(folder, flag_all: bool):
