@@ -4,13 +4,15 @@ Deploy-time knobs are SDGATE_* environment variables (shared/deploy.py), read he
 `modal deploy -m functions.web` imports this module; docs/modal.md explains each one.
 """
 
+import sys
+
 import modal
 
 from shared.deploy import DeployConfig
 
 config = DeployConfig()
 app = modal.App(config.app_name)
-for _name in config.secrets_left_out():  # never baked into an image: say where it belongs
+for _name in config.secrets_left_out() if "deploy" in sys.argv else []:  # never in an image
     print(f"sdgate deploy: {_name} is not copied into the images; put it in the "
           f"{config.modal_api_secret} Modal secret", flush=True)
 
@@ -81,7 +83,6 @@ weights_image = base_image.add_local_python_source("shared", "functions", "infra
 # every web container shares, so a restarted container still answers for earlier jobs.
 
 weights_volume = modal.Volume.from_name(config.modal_volume, create_if_missing=True)
-jobs_dict = modal.Dict.from_name(config.modal_jobs_dict, create_if_missing=True)
 # The cross-container state store (shared/state.py): task progress and interrupt/skip flags the
 # GPU class writes and reads at each step, per-key options, the spam filter, claims, queues.
 state_dict = modal.Dict.from_name(config.modal_state_dict, create_if_missing=True)

@@ -24,6 +24,7 @@ with gpu_image.imports():
     from shared.engine.registry import ModelRegistry
     from shared.errors import ModelNotFound
     from shared.progress import TASKS
+    from shared.worker import JobWorker
     from shared.storage import make_storage
 
 log = logging.getLogger("sdgate.generator")
@@ -77,17 +78,45 @@ class Generator:
         self.backend = LocalBackend.from_settings(self.engine, make_storage(settings), settings)
         self.state = shared_state(settings)
         TASKS.bind(self.state)  # progress out, interrupt / skip flags in, at every step
+        self.jobs = JobWorker(self.state, self.backend, settings)
 
     @modal.method()
     def generate(self, req: GenerationRequest, job_id: str,
                  keep_bytes: bool = False) -> GenerationResult:
         """Generate and upload; images carry URLs (and bytes when keep_bytes)."""
-        return self.backend.run(req, job_id, keep_bytes)
+        try:
+            return self.backend.run(req, job_id, keep_bytes)
+        finally:
+            self._report_memory()
+
+    def _report_memory(self) -> None:
+        """Leave this container's memory in the store, for /memory (no GPU woken to ask)."""
+        try:
+            self.state.put("stats:memory", self.backend.memory_report(), ttl=3600)
+        except Exception:
+            log.exception("memory report")
 
     @modal.method()
     def op(self, name: str, req):
         """A named engine operation (upscale, interrogate, face swap, ...): shared/engine/ops.py."""
         return self.backend.run_op(name, req)
+
+    @modal.method()
+    def run_job(self, job_id: str) -> str | None:
+        """A stored job's whole life: generate, upload, finish it once, deliver its webhook
+        (shared/worker.py); spawned by the web tier, so no web container has to survive it."""
+        import shared.dialects.modelslab  # noqa: F401 - registers the webhook payload
+
+        job = self.jobs.run(job_id)
+        self._report_memory()
+        return job.status.value if job else None
+
+    @modal.method()
+    def memory(self) -> dict:
+        """This GPU container's memory (A1111's /memory cuda part), also kept in the store."""
+        report = self.backend.memory_report()
+        self.state.put("stats:memory", report, ttl=3600)
+        return report
 
     @modal.method()
     def loaded(self) -> list[str]:

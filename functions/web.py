@@ -5,30 +5,36 @@ Deploy the whole app with `modal deploy -m functions.web` (this module imports t
 
 import modal
 
-from functions.app import (MODELS_DIR, api_secret, app, config, jobs_dict, s3_secret,
-                           shared_state, web_image, weights_volume)
+from functions.app import (MODELS_DIR, api_secret, app, config, s3_secret, shared_state,
+                           web_image, weights_volume)
 from functions.generator import Generator
-from shared.generation import GenerationRequest, GenerationResult
 
 
 class SpawnLauncher:
-    """Jobs on Modal: `.spawn()` the GPU method; its FunctionCall id finds the run anywhere."""
+    """Jobs on Modal: `.spawn()` the GPU class's `run_job`, which lives the job's whole life
+    (generate, upload, finish once, webhook) without this container; cancel at the deadline."""
 
-    def __init__(self, method):
-        self.method = method
+    def __init__(self, run_job, state):
+        self.run_job = run_job
+        self.state = state
 
-    async def start(self, req: GenerationRequest, job_id: str, keep_bytes: bool) -> str:
-        call = await self.method.spawn.aio(req, job_id, keep_bytes)
+    async def hand_off(self, job_id: str) -> str:
+        call = await self.run_job.spawn.aio(job_id)
         return call.object_id
 
-    def resumable(self, handle: str) -> bool:
-        return True  # a FunctionCall id is valid from any container until its result expires
+    async def cancel(self, handle: str | None, job) -> None:
+        """Stop a job past its deadline where it runs (no GPU left billing for it)."""
+        if handle:
+            await modal.FunctionCall.from_id(handle).cancel.aio()
 
-    async def result(self, handle: str, timeout: float) -> GenerationResult | None:
-        try:
-            return await modal.FunctionCall.from_id(handle).get.aio(timeout=timeout)
-        except TimeoutError:  # the built-in one: still running (Modal's own errors are failures)
-            return None
+    async def depth(self) -> int:
+        return 0  # spawned calls wait in Modal's own queue; busy GPUs count in stats:busy
+
+
+async def memory_report(state) -> dict:
+    """The last memory report a GPU container left in the store (asking would wake one)."""
+    got = await state.aget("stats:memory")
+    return got or {"error": "no GPU container has reported its memory yet"}
 
 
 # Many requests per container: handlers only await the GPU class, the bucket and the Dict.
@@ -47,8 +53,8 @@ def web():
     from shared.app import create_app
     from shared.config import Settings
     from shared.deploy import require_bucket, require_keys
-    from shared.jobrunner import DictJobStore, JobRunner
     from shared.remote import remote_backend
+    from shared.worker import HandoffRunner
 
     settings = Settings()
     require_keys(settings)
@@ -56,8 +62,8 @@ def web():
     generator = Generator()
     # A job may queue for a GPU before its own timeout starts: allow ten minutes for that.
     settings = settings.model_copy(update={"job_timeout_seconds": config.gpu_timeout + 600})
-    backend = remote_backend(settings, generator.generate.remote.aio, generator.op.remote.aio)
     state = shared_state(settings)
-    return create_app(settings, backend, state=state, job_runner=JobRunner(
-        DictJobStore(jobs_dict), backend, settings, launcher=SpawnLauncher(generator.generate),
-        state=state))
+    backend = remote_backend(settings, generator.generate.remote.aio, generator.op.remote.aio,
+                             lambda: memory_report(state))
+    return create_app(settings, backend, state=state, job_runner=HandoffRunner(
+        state, settings, SpawnLauncher(generator.run_job, state)))

@@ -119,3 +119,13 @@ class LocalBackend:
         from shared.engine.stats import cuda_memory
 
         return cuda_memory()
+
+    def memory_report(self) -> dict:
+        """This machine's RAM and GPU memory, for a web tier elsewhere: {"ram", "cuda", "host"}."""
+        import os
+        import socket
+
+        page = os.sysconf("SC_PAGE_SIZE")
+        total, free = os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
+        return {"ram": {"free": free, "used": total - free, "total": total},
+                "cuda": self.memory(), "host": socket.gethostname()}

@@ -37,14 +37,16 @@ def cmd_serve(args) -> None:
     if args.public_url or not os.environ.get("SDGATE_PUBLIC_URL"):
         overrides["public_url"] = args.public_url or f"http://{args.host}:{args.port}"
     settings = Settings(**overrides)
-    ensure_model(settings)
     if not settings.keys() and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s with no API keys: anyone who can reach it can generate",
                     args.host)
     from shared.observability import configure_logging
     log_config = configure_logging(settings.log_format, args.log_level.upper())
-    app = create_app(settings)
-    app.state.backend.warm(settings.default_model)  # first request must not pay the load
+    if args.worker == "external":
+        app = split_web_app(settings)
+    else:
+        app = create_app(settings)
+        app.state.backend.warm(settings.default_model)  # first request must not pay the load
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 log_config=log_config)
 
@@ -61,6 +63,21 @@ def cmd_pull(args) -> None:
     except weights.WeightsError as e:
         raise SystemExit(f"sdgate pull: {e}") from e
     print(f"{len(lines)} item(s) in {root}")
+
+
+def split_web_app(settings):
+    """The web tier alone (as a Modal web container): generation, jobs and webhooks run in a
+    worker process (`python -m functions.local_worker`) reached only through the state store."""
+    from shared.app import create_app
+    from shared.remote import remote_backend
+    from shared.state import make_state
+    from shared.worker import HandoffRunner, QueueLauncher, StateRPC
+
+    state = make_state(settings)
+    rpc = StateRPC(state)
+    backend = remote_backend(settings, rpc.call, rpc.op_call, rpc.memory)
+    return create_app(settings, backend, state=state,
+                      job_runner=HandoffRunner(state, settings, QueueLauncher(state)))
 
 
 def cmd_tiny_model(args) -> None:
@@ -295,6 +312,10 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--public-url", help="base URL of local result files "
                        "(default http://HOST:PORT; env SDGATE_PUBLIC_URL)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--worker", choices=["inline", "external"], default="inline",
+                       help="inline: the engine in this process (default); external: only the "
+                       "web tier, a `python -m functions.local_worker` process generates "
+                       "(they share SDGATE_STATE_DB; docs/modal.md)")
     serve.set_defaults(func=cmd_serve)
 
     tiny = sub.add_parser("tiny-model", help="write the tiny random-weight SD pipeline to DIR")

@@ -215,6 +215,10 @@ class JobRunner:
             return self._fail(job_id, "Job deadline exceeded") or self.store.get(job_id)
         return job
 
+    async def aget(self, job_id: str) -> Job | None:
+        """`get` for async code (the local stores are quick; no thread needed)."""
+        return self.get(job_id)
+
     def queue(self) -> int:
         """Jobs generating in this server now."""
         return len(self.running)

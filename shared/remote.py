@@ -26,9 +26,10 @@ class RemoteBackend:
     """Implements the Backend protocol by awaiting a remote call (Modal: `.remote.aio`)."""
 
     def __init__(self, call: RemoteCall, registry: ModelRegistry, storage: Storage | None = None,
-                 op_call: RemoteOp | None = None):
+                 op_call: RemoteOp | None = None, memory_call=None):
         self.call = call
         self.op_call = op_call
+        self.memory_call = memory_call  # async () -> the GPU side's {"ram", "cuda", "host"}
         self.registry = registry
         self.storage = storage  # the same bucket the GPU side writes to (planned URLs, /files)
 
@@ -51,7 +52,15 @@ class RemoteBackend:
         """The GPU class warms its own default model when its container starts."""
 
     def memory(self) -> dict:
-        return {"error": "unavailable: the GPU runs in another container"}
+        """The GPU side's memory report (called from a sync route's worker thread), or why not."""
+        import anyio
+
+        if self.memory_call is None:
+            return {"error": "unavailable: the GPU runs in another container"}
+        try:
+            return anyio.from_thread.run(self.memory_call)
+        except Exception as e:
+            return {"error": f"the GPU side did not report its memory: {type(e).__name__}"}
 
     async def op(self, name: str, req):
         """A named engine operation, run by the GPU class (shared/engine/ops.py)."""
@@ -66,8 +75,8 @@ class RemoteBackend:
             raise GenerationFailed(f"remote {name} failed: {type(e).__name__}: {e}") from e
 
 
-def remote_backend(settings: Settings, call: RemoteCall,
-                   op_call: RemoteOp | None = None) -> RemoteBackend:
+def remote_backend(settings: Settings, call: RemoteCall, op_call: RemoteOp | None = None,
+                   memory_call=None) -> RemoteBackend:
     """A RemoteBackend on the settings' models folder and storage."""
     return RemoteBackend(call, ModelRegistry(settings.models_dir, settings.default_model),
-                         make_storage(settings), op_call)
+                         make_storage(settings), op_call, memory_call)

@@ -62,6 +62,11 @@ class State:
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
+    def incr(self, key: str, delta: int = 1) -> int:
+        """Add to an integer key (missing: 0) and return the new value; atomic on memory and
+        SQLite, a read-modify-write on Modal (a Dict has no atomic add: an approximate count)."""
+        raise NotImplementedError
+
     def push(self, queue: str, item: Any) -> None:
         """Append to a FIFO queue."""
         raise NotImplementedError
@@ -135,6 +140,13 @@ class MemoryState(State):
     def delete(self, key):
         with self._lock:
             self._data.pop(key, None)
+
+    def incr(self, key, delta=1):
+        with self._lock:
+            entry = self._data.get(key)
+            value = (json.loads(entry[0]) if entry and _live(entry[1]) else 0) + delta
+            self._data[key] = (json.dumps(value), None)
+            return value
 
     def push(self, queue, item):
         with self._lock:
@@ -250,6 +262,14 @@ class SqliteState(State):
         with self._write() as db:
             db.execute("DELETE FROM kv WHERE key = ?", (key,))
 
+    def incr(self, key, delta=1):
+        with self._write() as db:
+            row = db.execute("SELECT value, expires FROM kv WHERE key = ?", (key,)).fetchone()
+            value = (json.loads(row[0]) if row and _live(row[1]) else 0) + delta
+            db.execute("INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, NULL)",
+                       (key, json.dumps(value)))
+            return value
+
     def push(self, queue, item):
         with self._write() as db:
             db.execute("INSERT INTO queue (name, item) VALUES (?, ?)", (queue, json.dumps(item)))
@@ -329,6 +349,11 @@ class ModalState(State):
     def delete(self, key):
         self._blocking_ok()
         self.mapping.pop(key, None)
+
+    def incr(self, key, delta=1):
+        value = (self.get(key) or 0) + delta
+        self.put(key, value)
+        return value
 
     def push(self, queue, item):
         self._blocking_ok()

@@ -38,7 +38,7 @@ def test_gpu_class_has_a_gpu_the_weights_and_a_memory_snapshot():
     assert d["enable_memory_snapshot"] is True
     assert d["experimental_options"] == {}  # GPU snapshot (alpha) is opt-in
     assert info.secrets == ["modal.Secret.from_name('sdgate-s3')"]  # no API keys on the GPU side
-    assert sorted(info.method_names) == ["generate", "loaded", "op"]
+    assert sorted(info.method_names) == ["generate", "loaded", "memory", "op", "run_job"]
     assert info.concurrency_info.max_inputs == 4  # = SDGATE_MAX_BATCH: four inputs can share a call
     assert info.timeout == 600
 

@@ -4,8 +4,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from functions.web import SpawnLauncher, web
-from shared.jobrunner import DictJobStore, JobRunner
 from shared.remote import RemoteBackend
+from shared.worker import HandoffRunner, StateJobStore
 
 
 @pytest.fixture
@@ -42,8 +42,8 @@ def test_wires_the_remote_backend_and_spawned_jobs(web_env):
     api = web.local()
     assert isinstance(api.state.backend, RemoteBackend)
     assert api.state.backend.native_size(None) == 512  # from the mounted weights' configs
-    assert isinstance(api.state.jobs, JobRunner)
-    assert isinstance(api.state.jobs.store, DictJobStore)
+    assert isinstance(api.state.jobs, HandoffRunner)  # jobs live in the spawned run_job
+    assert isinstance(api.state.jobs.store, StateJobStore)
     assert isinstance(api.state.jobs.launcher, SpawnLauncher)
     with TestClient(api) as c:  # auth is on: the keys came from the secret's variables
         assert c.post("/v1/draw", json={"prompt": "x"}).status_code == 401

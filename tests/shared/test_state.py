@@ -42,6 +42,7 @@ def test_keys_values_ttl_and_claims(state):
     assert state.add("short", 2) is True  # an expired claim can be taken again
     state.delete("a")
     assert state.get("a") is None
+    assert state.incr("n") == 1 and state.incr("n", 4) == 5 and state.incr("n", -5) == 0
 
 
 def test_queues_are_fifo_and_pop_waits(state):
@@ -101,6 +102,8 @@ from shared.state import SqliteState
 state = SqliteState(sys.argv[1])
 me = sys.argv[2]
 won = [k for k in range(200) if state.add(f"claim:{k}", me)]
+for _ in range(100):
+    state.incr("count")
 taken = []
 while (item := state.pop("work", timeout=0.2)) is not None:
     taken.append(item)
@@ -124,3 +127,4 @@ def test_two_processes_on_one_sqlite_file_never_both_win(tmp_path):
     assert sorted(r1["taken"] + r2["taken"]) == list(range(300))
     assert r1["taken"] == sorted(r1["taken"]) and r2["taken"] == sorted(r2["taken"])
     assert state.qlen("work") == 0
+    assert state.get("count") == 200  # no increment lost between the processes

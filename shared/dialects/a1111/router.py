@@ -353,7 +353,10 @@ async def png_info(request: Request):
 
 @router.get("/memory")
 def memory(request: Request):
-    return {"ram": catalog.ram(), "cuda": backend(request).memory()}
+    got = backend(request).memory()
+    if "cuda" in got:  # a report from the GPU side (another process or container)
+        return {"ram": got.get("ram") or {"error": "unavailable"}, "cuda": got["cuda"]}
+    return {"ram": catalog.ram(), "cuda": got}
 
 
 # -- upstream v1.10 routes sdgate answers without the machinery behind them ---------------------

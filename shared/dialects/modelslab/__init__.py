@@ -78,11 +78,11 @@ async def _image(value: str, field: str, guard: Guard, max_pixels: int) -> bytes
     return check_image(data, max_pixels, field)
 
 
-def _new_id(store) -> str:
+async def _new_id(runner) -> str:
     """A numeric id like upstream's, below 2**53 so JavaScript clients keep it exact."""
     while True:
         job_id = str(10**15 + secrets.randbelow(2**53 - 10**15))
-        if store.get(job_id) is None:
+        if await runner.aget(job_id) is None:
             return job_id
 
 
@@ -171,7 +171,7 @@ class ModelsLab(Dialect):
             if runner.queue() >= settings.max_queue:
                 raise Unavailable("the server is busy; retry later",
                                   retry_after=settings.busy_retry_seconds)
-            job_id = _new_id(runner.store)
+            job_id = await _new_id(runner)
             job = Job(id=job_id, dialect=DIALECT_NAME, eta=runner.eta(), keep_bytes=req.base64,
                       owner=internal.owner,
                       future_links=planned_urls(call.backend.storage, job_id,
@@ -202,7 +202,7 @@ async def _super_resolution(request: Request, version: str) -> dict:
     as a finished job."""
     settings = request.app.state.settings
     data = await _authorised(request)
-    _spam(request).check(data)
+    await _spam(request).acheck(data)
     req = parse(SuperResolutionRequest, data)
     field, value = req.image_ref()
     be = backend(request)
@@ -223,7 +223,7 @@ async def _super_resolution(request: Request, version: str) -> dict:
             out = (await be.op("face_restore", restore)).image
     result = as_result(out, req.model_id, time.perf_counter() - t0)
     runner = request.app.state.jobs
-    job_id = _new_id(runner.store)
+    job_id = await _new_id(runner)
     result = await anyio.to_thread.run_sync(store_result, be.storage, result, job_id, req.base64)
     job = Job(id=job_id, dialect=DIALECT_NAME, keep_bytes=req.base64, owner=owner(request),
               webhook=req.webhook, track_id=None if req.track_id is None else str(req.track_id),
@@ -250,7 +250,7 @@ async def _fetch(request: Request, job_id: str | None) -> dict:
     if job_id in (None, "") or isinstance(job_id, (bool, dict, list)):
         raise ValidationFailed("request_id", fields=[FieldError(
             "request_id", "The request id field is required.")])
-    job = request.app.state.jobs.get(str(job_id).strip())
+    job = await request.app.state.jobs.aget(str(job_id).strip())
     if job is None or job.dialect != DIALECT_NAME or job.owner != owner(request):
         raise JobNotFound("Request not found")  # another key's job is as unknown as none
     return job_body(job)
