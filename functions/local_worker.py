@@ -1,4 +1,4 @@
-"""`python -m functions.local_worker`: the GPU class's code in its own local process (split topology).
+"""`python -m functions.local_worker`: the GPU class's code in a local process of its own.
 
 The web tier (`sdgate serve --worker external`) and this process share nothing in memory: only
 the state store (SDGATE_STATE_DB), as a Modal web container and a GPU container share only the

@@ -19,7 +19,7 @@ HOLDERS = {"state_dict", "state_queue", "mapping", "queue", "jobs_dict", "Functi
 
 
 def holder(node: ast.AST) -> str | None:
-    """The modal holder an expression is rooted at (`self.mapping`, `state_dict`, `modal.Dict...`)."""
+    """The modal holder an expression is rooted at (`self.mapping`, `state_dict`, `modal.Dict`)."""
     while isinstance(node, (ast.Attribute, ast.Call, ast.Subscript)):
         if isinstance(node, ast.Attribute) and node.attr in HOLDERS:
             return node.attr

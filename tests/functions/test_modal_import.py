@@ -29,7 +29,7 @@ def test_every_functions_module_imports_without_credentials(tmp_path):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["modules"] == ["functions.app", "functions.generator", "functions.web",
-                                 "functions.weights"]
+    assert report["modules"] == ["functions.app", "functions.generator",
+                                 "functions.local_worker", "functions.web", "functions.weights"]
     # The web and weights images carry no torch: defining the app must not need it.
     assert report["heavy"] == []

@@ -109,7 +109,8 @@ def test_deploy_time_environment_sets_the_knobs():
 
 def image_commands(image) -> list[str]:
     """The Dockerfile commands of an image and its bases (ENV lines included), as deployed."""
-    impl = synchronizer._translate_in(image) if not type(image).__name__.startswith("_") else image
+    wrapped = not type(image).__name__.startswith("_")
+    impl = synchronizer._translate_in(image) if wrapped else image
     load = impl._load
     cells = dict(zip(load.__code__.co_freevars, (c.cell_contents for c in load.__closure__ or ())))
     bases = list((cells.get("base_images") or {}).values())
@@ -129,7 +130,8 @@ from functions.generator import Generator
 from functions.web import web
 from functions.weights import fill
 out = {}
-for name, fn, image in [("gpu", Generator, app_module.gpu_image), ("web", web, app_module.web_image),
+for name, fn, image in [("gpu", Generator, app_module.gpu_image),
+                        ("web", web, app_module.web_image),
                         ("weights", fill, app_module.weights_image)]:
     info = definition(fn)["info"]
     out[name] = {"env": [c for c in image_commands(image) if c.startswith("ENV ")],
