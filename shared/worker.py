@@ -222,6 +222,9 @@ class HandoffRunner:
         self._mine: set[str] = set()  # jobs this container submitted, for the deadline watch
         self._tasks: set[asyncio.Task] = set()
         self._watchdog: asyncio.Task | None = None
+        # called with (job, task id) once a job is final: its usage record (shared.accounts);
+        # run once per job by whichever web container first sees it final (a claim)
+        self.on_finish = None
 
     async def start(self) -> None:
         if self._watchdog is None:
@@ -250,6 +253,9 @@ class HandoffRunner:
         task.add_done_callback(lambda _: self._handoffs.pop(job_id, None))
 
     async def _hand_off(self, job: Job) -> None:
+        task_id = (job.internal or {}).get("task_id")
+        if task_id:  # the usage record's id, for on_finish once the job is final
+            await self.state.aput(f"job:task:{job.id}", task_id, ttl=FINAL_TTL)
         await self.store.aput(job)
         handle = await self.launcher.hand_off(job.id)
         if handle is not None:
@@ -296,7 +302,22 @@ class HandoffRunner:
         if job is not None and job.overdue():
             await self._expire(job)
             job = await self.store.aget(job_id)
+        if job is not None and job.status is not JobStatus.processing:
+            await self._finished(job)
         return job
+
+    async def _finished(self, job: Job) -> None:
+        """Run on_finish for a final job, once across every web container."""
+        if self.on_finish is None or not await self.state.aadd(f"job:metered:{job.id}", 1,
+                                                                ttl=FINAL_TTL):
+            return
+        import anyio
+
+        task_id = await self.state.aget(f"job:task:{job.id}")
+        try:
+            await anyio.to_thread.run_sync(self.on_finish, job, task_id)
+        except Exception:
+            log.exception("on_finish of job %s", job.id)
 
     def queue(self) -> int:
         """Jobs waiting or generating, as last read from the shared store."""
@@ -346,11 +367,9 @@ class HandoffRunner:
             try:
                 await self.refresh()
                 for job_id in list(self._mine):
-                    job = await self.store.aget(job_id)
+                    job = await self.aget(job_id)  # overdue: failed and cancelled there
                     if job is None or job.status is not JobStatus.processing:
                         self._mine.discard(job_id)
-                    elif job.overdue():
-                        await self._expire(job)
             except Exception:  # a store hiccup must not end the watchdog
                 log.exception("job watchdog")
 
