@@ -41,7 +41,8 @@ def cmd_serve(args) -> None:
         log.warning("serving on %s with no API keys: anyone who can reach it can generate",
                     args.host)
     from shared.observability import configure_logging
-    log_config = configure_logging(settings.log_format, args.log_level.upper())
+    # sdgate's own lines (model loads, jobs) at INFO; --log-level is uvicorn's access/error log
+    log_config = configure_logging(settings.log_format, logging.INFO)
     if args.worker == "external":
         app = split_web_app(settings)
     else:

@@ -75,6 +75,9 @@ def test_bench_serving_cold_start_and_clients(tmp_path):
     assert 0 < cold["ready_s"] < cold["first_image_s"] < cold["second_image_s"]
     assert [r["clients"] for r in res["load"]] == [1, 4]
     assert all(r["errors"] == 0 and r["requests"] == 4 for r in res["load"])
+    # /health was probed while the clients kept the engine busy (a figure, not a timed test)
+    assert all(r["health_p95_ms"] is not None and r["health_max_ms"] >= r["health_p95_ms"] > 0
+               for r in res["load"])
 
 
 def test_full_size_sdxl_is_not_built_on_a_cpu():

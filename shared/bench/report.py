@@ -43,7 +43,8 @@ ENC_COLS = [("size", "size"), ("content", "content"), ("format", "format"),
             ("kib", "KiB")]
 LOAD_COLS = [("batching", "batching"), ("clients", "clients"), ("requests", "requests"),
              ("errors", "errors"), ("images_per_s", "images/s"), ("p50_s", "p50 s"),
-             ("p95_s", "p95 s"), ("wall_s", "wall s")]
+             ("p95_s", "p95 s"), ("health_p95_ms", "/health p95 ms"),
+             ("health_max_ms", "/health max ms"), ("wall_s", "wall s")]
 BATCH_COLS = [("how", "how"), ("images", "images"), ("pipeline_calls", "pipeline calls"),
               ("seconds", "seconds"), ("images_per_s", "images/s"),
               ("max_pixel_diff", "max diff /255")]
