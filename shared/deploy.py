@@ -69,12 +69,14 @@ class DeployConfig(BaseSettings):
 
 
 def require_keys(settings: Settings) -> None:
-    """A public deployment needs API keys; running open must be asked for by name."""
-    if not settings.keys() and not settings.allow_open:
+    """A public deployment needs API keys (a list, or a key database, which demands a key on
+    every request); running open must be asked for by name."""
+    if not settings.keys() and not settings.database_url and not settings.allow_open:
         raise RuntimeError(
             "sdgate refuses to serve on a public URL with no API keys: put SDGATE_API_KEYS=k1,k2 "
-            "in the Modal secret (default name sdgate-api), or set SDGATE_ALLOW_OPEN=1 there to "
-            "let anyone with the URL generate on your GPUs.")
+            "or SDGATE_DATABASE_URL (keys made with `sdgate keys create`) in the Modal secret "
+            "(default name sdgate-api), or set SDGATE_ALLOW_OPEN=1 there to let anyone with the "
+            "URL generate on your GPUs.")
 
 
 def require_bucket(settings: Settings) -> None:

@@ -50,6 +50,7 @@ def test_require_keys():
         require_keys(Settings(_env_file=None, api_keys=""))
     require_keys(Settings(_env_file=None, api_keys="k1"))
     require_keys(Settings(_env_file=None, allow_open=True))
+    require_keys(Settings(_env_file=None, database_url="postgresql://db/sdgate"))  # stored keys
 
 
 def test_require_bucket():
