@@ -35,13 +35,20 @@ def models(root: Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def resolve_model(root: Path, name: str) -> Path:
-    """The path of a ControlNet by name ("name", "name [hash]" or "name.safetensors")."""
+def _named(found: dict[str, Path], name: str) -> Path | None:
+    """The entry for "name", "name [hash]" or "name.safetensors", or None."""
     want = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", (name or "").strip())
-    found = models(root)
     for key in (want, Path(want).stem):
         if key in found:
             return found[key]
+    return None
+
+
+def resolve_model(root: Path, name: str) -> Path:
+    """The path of a ControlNet by name ("name", "name [hash]" or "name.safetensors")."""
+    found = models(root)
+    if (path := _named(found, name)) is not None:
+        return path
     raise InvalidRequest(f"ControlNet model {name!r} not found under {CONTROLNET_DIR}/; "
                          f"choose one of {list(found)}", param="model")
 
@@ -60,11 +67,9 @@ def ip_adapters(root: Path) -> dict[str, Path]:
 
 def resolve_ip_adapter(root: Path, name: str) -> Path:
     """The file of an IP-Adapter by name ("name", "name [hash]" or "name.safetensors")."""
-    want = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", (name or "").strip())
     found = ip_adapters(root)
-    for key in (want, Path(want).stem):
-        if key in found:
-            return found[key]
+    if (path := _named(found, name)) is not None:
+        return path
     raise InvalidRequest(f"IP-Adapter {name!r} not found under {IPADAPTER_DIR}/ (each needs an "
                          f"image_encoder/ folder beside it); choose one of {list(found)}",
                          param="model")
