@@ -5,6 +5,7 @@ Deploy-time knobs are SDGATE_* environment variables (shared/deploy.py), read he
 """
 
 import sys
+from pathlib import Path
 
 import modal
 
@@ -65,17 +66,33 @@ base_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).uv_pip_insta
 # serving images forbid Hugging Face downloads at run time.
 serving_env = {**config.container_env(), "SDGATE_MODELS_DIR": MODELS_DIR, "HF_HUB_OFFLINE": "1"}
 
-web_image = base_image.env(serving_env).add_local_python_source("shared", "functions")
+# The packages travel with their data files (the model configs in shared/engine/archs that TAESD
+# previews and the benchmark build from, the migrations' template): Modal's default takes `.py`
+# files only. Caches and compiled files stay behind.
+SOURCE_FILES = (".py", ".json", ".mako")
+
+
+def source_ignore(path: Path) -> bool:
+    """True for files the images leave out: all but code and data, and caches."""
+    return path.suffix not in SOURCE_FILES or "__pycache__" in path.parts
+
+
+def with_source(image: modal.Image, *modules: str) -> modal.Image:
+    """`image` with these local packages (code and data files) added."""
+    return image.add_local_python_source(*modules, ignore=source_ignore)
+
+
+web_image = with_source(base_image.env(serving_env), "shared", "functions")
 
 # One-file checkpoints need their family's configs: the weights filler caches them on the volume
 # (infra/weights.py HF_CACHE) and the GPU containers read them there, offline.
 gpu_image = (
     base_image.uv_pip_install(*GPU_PACKAGES)
     .env({**serving_env, "SDGATE_DEVICE": "cuda", "HF_HUB_CACHE": f"{MODELS_DIR}/.hf-cache"})
-    .add_local_python_source("shared", "functions")
 )
+gpu_image = with_source(gpu_image, "shared", "functions")
 
-weights_image = base_image.add_local_python_source("shared", "functions", "infra")
+weights_image = with_source(base_image, "shared", "functions", "infra")
 
 # ## Storage and state
 #

@@ -169,3 +169,34 @@ def test_fresh_import_every_function_image_secrets_volumes_timeouts_and_no_secre
     assert shape["weights"]["volumes"] == {"/models": ["sdgate-weights", False]}
     assert (shape["gpu"]["timeout"], shape["web"]["timeout"], shape["weights"]["timeout"]) == (
         600, 900, 4 * 3600)
+
+
+def _uploaded(image) -> set[str]:
+    """The remote paths of the local source mounts an image adds (what deploy uploads)."""
+    from modal.mount import _Mount
+
+    seen, mounts, todo = set(), [], [synchronizer._translate_in(image)]
+    while todo:  # the image's lazy loaders name the mounts as dependencies
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, _Mount):
+            mounts.append(obj)
+        todo.extend(obj._deps() if obj._deps else ())
+    return {str(remote) for mount in mounts for entry in mount.entries
+            for _, remote in entry.get_files_to_upload()}
+
+
+def test_images_carry_every_tracked_file_of_the_packages_and_no_caches():
+    """Modal's default takes `.py` files only; the archs configs (TAESD previews, bench) and the
+    migrations' template must reach the containers too."""
+    tracked = subprocess.run(["git", "ls-files", "shared", "functions"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.split()
+    assert any(t.endswith(".json") for t in tracked)
+    for image in (app_module.web_image, app_module.gpu_image, app_module.weights_image):
+        files = _uploaded(image)
+        missing = {t for t in tracked if f"/root/{t}" not in files}
+        assert not missing, missing
+        assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    assert "/root/infra/weights.py" in _uploaded(app_module.weights_image)
