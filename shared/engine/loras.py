@@ -98,6 +98,11 @@ def applied(pipe, loras: list[tuple[LoraRef, Path]]):
             except (ValueError, KeyError, RuntimeError) as e:
                 raise InvalidRequest(f"LoRA {ref.name!r} does not fit this model: {e}",
                                      param="lora") from e
+            if not any(name in n for n in pipe.get_list_adapters().values()):
+                # diffusers only warns when no key matches a component (another family's LoRA)
+                raise InvalidRequest(f"LoRA {ref.name!r} does not fit this model: none of its "
+                                     "keys match its components (a LoRA for another model "
+                                     "family?)", param="lora")
             names.append(name)
         pipe.set_adapters(names, [_weights(pipe, n, ref) for n, (ref, _) in zip(names, loras)])
         log.info("applied LoRAs %s", ", ".join(f"{r.name}:{r.weight}" for r, _ in loras))

@@ -53,3 +53,25 @@ def ensure_assets(models_dir: Path, pipe) -> None:
     emb = models_dir / "embeddings" / f"{EMBEDDING_NAME}.safetensors"
     if not emb.exists():
         write_embedding(emb, width=pipe.text_encoder.config.hidden_size)
+
+
+def write_peft_lora(parts: dict, path: Path, seed: int = 0, rank: int = 2) -> Path:
+    """A LoRA in diffusers' PEFT layout (`<component>.<module>.lora_A/lora_B.weight`, as
+    diffusers' own trainers save them) on the attention projections of each component in
+    `parts` ({"transformer": module, "text_encoder": module, ...})."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for prefix, part in parts.items():
+        for name, m in part.named_modules():
+            if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in (
+                    "to_q", "to_k", "to_v", "q_proj", "k_proj", "v_proj"):
+                state[f"{prefix}.{name}.lora_A.weight"] = torch.randn(rank, m.in_features,
+                                                                      generator=g)
+                state[f"{prefix}.{name}.lora_B.weight"] = torch.randn(m.out_features, rank,
+                                                                      generator=g)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
