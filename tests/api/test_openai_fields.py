@@ -109,3 +109,17 @@ def test_streaming_partial_images_through_the_sdk_iterator(oai):
     assert [e.type for e in only] == ["image_generation.completed"]
     with pytest.raises(openai.BadRequestError):
         oai.images.generate(model="gpt-image-1", prompt="x", size="64x64", partial_images=2)
+
+
+def test_streaming_an_edit_through_the_sdk_iterator(oai):
+    rng = np.random.default_rng(2)
+    src = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    stream = oai.images.edit(model="gpt-image-1", image=image_file(src), prompt="a watercolor",
+                             quality="low", stream=True, partial_images=2, user="u-1")
+    events = list(stream)
+    assert [e.type for e in events] == ["image_edit.partial_image"] * 2 + ["image_edit.completed"]
+    previews = [np.asarray(decoded(e).convert("RGB"), dtype=float) for e in events[:2]]
+    assert all(p.std() > 0 for p in previews) and not np.array_equal(previews[0], previews[1])
+    final = events[-1]
+    assert decoded(final).size == (64, 64) and final.safety_identifier == "u-1"
+    assert final.usage.input_tokens_details.image_tokens == 1 and final.quality == "low"

@@ -86,15 +86,41 @@ def test_omitted_fields_give_one_native_png():
     assert internal.model == "tiny-sd" and internal.output_format is OutputFormat.png
 
 
-def test_streaming_is_for_generations_only():
+def test_generations_and_edits_stream():
     internal = ImageGenerateRequest(prompt="x", stream=True, partial_images=2).to_internal(512)
     assert internal.partial_images == 2
-    for fields in ({"stream": True}, {"partial_images": 2}):
+    edit = ImageEditRequest(prompt="x", model="gpt-image-1", stream=True, partial_images=1)
+    internal = edit.to_internal(b"png", None, (64, 64))
+    assert internal.partial_images == 1 and internal.mode is Mode.img2img
+    assert (ImageGenerateRequest.events, ImageEditRequest.events) == ("image_generation",
+                                                                      "image_edit")
+    for cls in (ImageGenerateRequest, ImageEditRequest):
+        with pytest.raises(ValidationFailed) as e:  # previews without a stream to send them on
+            cls(prompt="x", partial_images=2).refuse_unsupported()
+        assert e.value.param == "partial_images"
+
+
+@pytest.mark.parametrize("fields,param", [
+    ({"frame_count": 9}, "frame_count"), ({"frame_duration_ms": 100}, "frame_duration_ms"),
+    ({"svg": {"model": "m"}}, "svg"), ({"svg[model]": "m"}, "svg"),  # multipart spelling
+])
+def test_gif_and_svg_options_are_refused(fields, param):
+    for cls in (ImageGenerateRequest, ImageEditRequest):
         with pytest.raises(Unsupported) as e:
-            ImageEditRequest(prompt="x", **fields).refuse_unsupported()
-        assert e.value.param == "stream"
-    with pytest.raises(ValidationFailed):  # previews without a stream to send them on
-        ImageGenerateRequest(prompt="x", partial_images=2).to_internal(512)
+            cls(prompt="x", **fields).refuse_unsupported()
+        assert e.value.param == param
+
+
+@pytest.mark.parametrize("fields,want", [
+    ({}, {"quality": "medium", "safety_identifier": None}),
+    ({"quality": "hd", "user": "u"}, {"quality": "high", "safety_identifier": "u"}),
+    ({"quality": "low", "user": "u", "safety_identifier": "s"},
+     {"quality": "low", "safety_identifier": "s"}),
+    ({"user": "u", "safety_identifier": ""}, {"quality": "medium", "safety_identifier": "u"}),
+])
+def test_the_answer_echoes_quality_and_the_end_user(fields, want):
+    assert ImageGenerateRequest(prompt="x", **fields).echo() == want
+    assert ImageVariationRequest(user="u").echo() == {"safety_identifier": "u"}
 
 
 @pytest.mark.parametrize("fields,param", [

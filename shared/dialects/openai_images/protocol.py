@@ -27,6 +27,10 @@ _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
 
 # `quality` buys denoising steps; "auto", "standard" and "medium" keep the default steps.
 QUALITY_STEPS = {"low": 10, "high": 30, "hd": 30, "xhigh": 40, "max": 50}
+# The quality a response names (OpenAI echoes the one it rendered at): the default steps sit
+# between low and high, so "auto" and omitted come back as "medium"; DALL-E's names as theirs.
+QUALITY_ECHO = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "max",
+                "hd": "high", "standard": "medium", "auto": "medium", None: "medium"}
 
 # Variations are img2img of the image with an empty prompt: enough noise to vary the details,
 # little enough to keep the composition.
@@ -90,7 +94,11 @@ class _ImagesRequest(BaseModel):
     n: int | None = Field(None, ge=1, le=10)
     response_format: ResponseFormat | None = None
     size: str | None = None
-    user: str | None = None  # accepted; no effect
+    user: str | None = None  # no effect on the image; echoed as safety_identifier
+
+    def echo(self) -> dict:
+        """What the response repeats of the request: the end user's identifier, as upstream."""
+        return {"safety_identifier": self.user or None}
 
     def response_kind(self) -> ResponseFormat:
         """url unless asked, except for GPT image models, which upstream answer in b64_json."""
@@ -106,21 +114,32 @@ class _PromptedRequest(_ImagesRequest):
     prompt: str = Field(min_length=1, max_length=32000)
     background: Literal["transparent", "opaque", "auto"] | None = None
     complexity: Literal["low", "medium", "high"] | None = None  # accepted; no effect
+    frame_count: int | None = None  # GIF output only: refused with it
+    frame_duration_ms: int | None = None  # GIF output only: refused with it
     output_compression: int | None = Field(None, ge=0, le=100)  # jpeg / webp quality
     output_format: OutputFormatName | None = None
     partial_images: int | None = Field(None, ge=0, le=3)
     quality: Quality | None = None
     safety_identifier: str | None = None  # accepted; no effect
     stream: bool | None = None
+    svg: dict | None = None  # SVG output only: refused with it (multipart: svg[model], ...)
     moderation: Literal["low", "auto"] | None = None  # auto (default): safety checker if installed
 
-    streams: ClassVar[bool] = False  # generations stream; edits do not (yet)
+    def echo(self) -> dict:
+        """The quality rendered at, and the end user's identifier (a non-empty
+        safety_identifier, else the deprecated user), as upstream echoes them."""
+        who = self.safety_identifier or self.user or None
+        return {"quality": QUALITY_ECHO[self.quality], "safety_identifier": who}
 
     def refuse_unsupported(self) -> None:
         """Options that would change the result in a way sdgate cannot: refused, not ignored."""
-        if (self.stream or self.partial_images) and not self.streams:
-            raise Unsupported("Streaming (stream, partial_images) is supported on "
-                              "/v1/images/generations only", param="stream")
+        for name in ("frame_count", "frame_duration_ms"):
+            if getattr(self, name) is not None:
+                raise Unsupported(f"{name} is for GIF output, which sdgate does not produce "
+                                  "(output_format png, jpeg or webp)", param=name)
+        if self.svg is not None or any(k.startswith("svg[") for k in self.model_extra or {}):
+            raise Unsupported("svg is for SVG output, which sdgate does not produce "
+                              "(output_format png, jpeg or webp)", param="svg")
         if self.partial_images and not self.stream:
             raise invalid_field("partial_images", "partial_images needs stream: true")
         if self.stream and (self.n or 1) > 1:
@@ -151,7 +170,7 @@ class _PromptedRequest(_ImagesRequest):
 class ImageGenerateRequest(_PromptedRequest):
     """POST /v1/images/generations (JSON)."""
 
-    streams: ClassVar[bool] = True
+    events: ClassVar[str] = "image_generation"  # stream event names: <events>.partial_image, ...
 
     style: Literal["vivid", "natural"] | None = None  # accepted; DALL-E 3 only upstream
 
@@ -162,6 +181,8 @@ class ImageGenerateRequest(_PromptedRequest):
 
 class ImageEditRequest(_PromptedRequest):
     """POST /v1/images/edits (multipart; `image` and `mask` arrive as files, outside this model)."""
+
+    events: ClassVar[str] = "image_edit"
 
     input_fidelity: Literal["high", "low"] | None = None  # no-mask gpt-image edits: strength
 

@@ -22,7 +22,8 @@ from shared.dialects.openai_images.masks import edit_mask
 from shared.dialects.openai_images.protocol import (ImageEditRequest, ImageGenerateRequest,
                                                     ImageVariationRequest, ResponseFormat,
                                                     invalid_field, sdgate_model)
-from shared.errors import BadImage, ModerationBlocked, SdgateError, Unsupported, status_of
+from shared.errors import (BadImage, ModelNotFound, ModerationBlocked, SdgateError,
+                           Unsupported, status_of)
 from shared.generation import GenerationRequest
 from shared.images import open_image
 from shared.progress import TASKS
@@ -65,8 +66,9 @@ def usage(internal: GenerationRequest, images: list, input_size: tuple[int, int]
 
 
 def render(images: list, kind: ResponseFormat, internal: GenerationRequest,
-           input_size: tuple[int, int] | None = None) -> dict:
-    """{created, data: [{url | b64_json, revised_prompt}]} plus the GPT image models' echoes."""
+           input_size: tuple[int, int] | None = None, echo: dict | None = None) -> dict:
+    """{created, data: [{url | b64_json, revised_prompt}]} plus the GPT image models' echoes
+    (`echo`: the request's quality and safety_identifier, see the protocol's echo())."""
     data = []
     for img in images:
         item = ({"b64_json": base64.b64encode(img.data).decode("ascii")} if kind == "b64_json"
@@ -76,7 +78,7 @@ def render(images: list, kind: ResponseFormat, internal: GenerationRequest,
     return {"created": int(time.time()), "data": data,
             "output_format": internal.output_format.value, "background": "opaque",
             "size": f"{internal.width}x{internal.height}",
-            "usage": usage(internal, images, input_size)}
+            "usage": usage(internal, images, input_size), **(echo or {})}
 
 
 def _file(value, field: str) -> bytes:
@@ -160,10 +162,10 @@ class OpenAIImages(Dialect):
 
     async def execute(self, call: Call):
         req = call.parsed
+        size = call.extra.get("input_size")
         if getattr(req, "stream", False):
-            return _stream(call.request, call.internal, req.quality or "auto")
-        return await _respond(call.request, call.internal, req.response_kind(),
-                              call.extra.get("input_size"))
+            return _stream(call.request, call.internal, req, size)
+        return await _respond(call.request, call.internal, req.response_kind(), size, req.echo())
 
     def render(self, call: Call, result) -> dict | StreamingResponse:
         return result  # _respond and _stream already answer in OpenAI's shape
@@ -173,36 +175,38 @@ class OpenAIImages(Dialect):
 
 
 async def _respond(request: Request, internal: GenerationRequest, kind: ResponseFormat,
-                   input_size: tuple[int, int] | None = None) -> dict:
+                   input_size: tuple[int, int] | None = None, echo: dict | None = None) -> dict:
     result = await generate(request, internal, keep_bytes=kind == "b64_json")
     if internal.safety_checker and any(i.nsfw for i in result.images):
         # OpenAI refuses flagged output rather than returning a blanked image
         raise ModerationBlocked("Your request was rejected by the safety system (the safety "
                                 "checker flagged the image); send moderation \"low\" to skip it",
                                 param="moderation")
-    return render(result.images, kind, internal, input_size)
+    return render(result.images, kind, internal, input_size, echo)
 
 
 def _sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _stream(request: Request, internal: GenerationRequest, quality: str) -> StreamingResponse:
-    """stream: true: `image_generation.partial_image` events as the engine keeps previews of its
-    latents, then `image_generation.completed` (the openai SDK's ImageGenStreamEvent)."""
-    quality = quality if quality in ("low", "medium", "high", "auto") else "auto"
+def _stream(request: Request, internal: GenerationRequest, req,
+            input_size: tuple[int, int] | None) -> StreamingResponse:
+    """stream: true: `<events>.partial_image` events as the engine keeps previews of its latents,
+    then `<events>.completed` (the openai SDK's ImageGenStreamEvent / ImageEditStreamEvent;
+    `events` is image_generation or image_edit)."""
+    kind, echo = req.events, req.echo()
     common = {"background": "opaque", "output_format": internal.output_format.value,
-              "quality": quality, "size": f"{internal.width}x{internal.height}"}
+              "quality": echo["quality"], "size": f"{internal.width}x{internal.height}"}
 
     async def events():
-        work = asyncio.ensure_future(_respond(request, internal, "b64_json"))
+        work = asyncio.ensure_future(_respond(request, internal, "b64_json", input_size))
         sent = 0
         while True:
             finished = work.done()
             task = await TASKS.aget(internal.task_id, owner(request))
             for data in (task.previews if task else [])[sent:]:
-                yield _sse("image_generation.partial_image", {
-                    "type": "image_generation.partial_image", "partial_image_index": sent,
+                yield _sse(f"{kind}.partial_image", {
+                    "type": f"{kind}.partial_image", "partial_image_index": sent,
                     "b64_json": base64.b64encode(data).decode("ascii"),
                     "created_at": int(time.time()), **common})
                 sent += 1
@@ -215,9 +219,10 @@ def _stream(request: Request, internal: GenerationRequest, quality: str) -> Stre
             yield _sse("error", json.loads(render_error(e).body))
             return
         for item in out["data"]:
-            yield _sse("image_generation.completed", {
-                "type": "image_generation.completed", "b64_json": item["b64_json"],
-                "created_at": out["created"], "usage": out["usage"], **common})
+            yield _sse(f"{kind}.completed", {
+                "type": f"{kind}.completed", "b64_json": item["b64_json"],
+                "created_at": out["created"], "usage": out["usage"],
+                "safety_identifier": echo["safety_identifier"], **common})
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -231,9 +236,22 @@ async def models(request: Request):
     """The served models in OpenAI's list shape (`client.models.list()`)."""
     check_key(request, header_key(request))
     found = await anyio.to_thread.run_sync(backend(request).registry.models)
-    return {"object": "list", "data": [
-        {"id": m.name, "object": "model", "created": _mtime(m.path), "owned_by": "sdgate"}
-        for m in found]}
+    return {"object": "list", "data": [_model(m) for m in found]}
+
+
+@router.get("/v1/models/{name:path}")
+async def model(request: Request, name: str):
+    """One served model (`client.models.retrieve(name)`); an unknown name is a 404
+    model_not_found. The name may be any the registry knows (name, title, file name, hash)."""
+    check_key(request, header_key(request))
+    if not name.strip():
+        raise ModelNotFound("Model not found: ''", param="model")
+    found = await anyio.to_thread.run_sync(backend(request).registry.resolve, name)
+    return _model(found)
+
+
+def _model(m) -> dict:
+    return {"id": m.name, "object": "model", "created": _mtime(m.path), "owned_by": "sdgate"}
 
 
 def _mtime(path) -> int:
