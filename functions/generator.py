@@ -55,7 +55,8 @@ class Generator:
         registry = ModelRegistry(settings.models_dir, settings.default_model)
         self.engine = Engine(registry, settings.device, settings.max_loaded_models,
                              settings.max_image_pixels, accel=AccelOptions.from_settings(settings),
-                             memory_budget_gb=settings.memory_budget_gb)
+                             memory_budget_gb=settings.memory_budget_gb,
+                             cpu_offload=settings.cpu_offload)
         self.engine.translator_dir = settings.translator_dir  # the `translate` operation's
         self.device = self.engine.device
         if not config.gpu_snapshot:

@@ -35,7 +35,8 @@ def local_backend(settings: Settings):
     registry = ModelRegistry(settings.models_dir, settings.default_model)
     engine = Engine(registry, settings.device, settings.max_loaded_models,
                     settings.max_image_pixels, accel=AccelOptions.from_settings(settings),
-                    memory_budget_gb=settings.memory_budget_gb)
+                    memory_budget_gb=settings.memory_budget_gb,
+                    cpu_offload=settings.cpu_offload)
     engine.translator_dir = settings.translator_dir
     return LocalBackend.from_settings(engine, make_storage(settings), settings)
 

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_loaded_models: int = Field(2, ge=1)
     # warm models' estimated size limit, GiB (None: 80% of the GPU's memory on CUDA, none on CPU)
     memory_budget_gb: float | None = Field(None, gt=0)
+    # diffusers' model CPU offload: off | auto (a model larger than the budget) | model (every one)
+    cpu_offload: Literal["off", "auto", "model"] = "off"
     device: str = "auto"  # auto | cpu | cuda
 
     # Storage: local files unless a bucket is set.

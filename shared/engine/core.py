@@ -54,12 +54,12 @@ class Engine:
 
     def __init__(self, registry: ModelRegistry, device: str = "auto", max_loaded: int = 2,
                  max_image_pixels: int = 4096 * 4096, accel: AccelOptions | None = None,
-                 memory_budget_gb: float | None = None):
+                 memory_budget_gb: float | None = None, cpu_offload: str = "off"):
         self.registry = registry
         accel = accel or AccelOptions(models_dir=registry.root)  # callers pass the settings' own
         self.device, self.dtype = pick_device(device, accel)
         self.cache = PipelineCache(self.device, self.dtype, max_loaded, registry.native_size,
-                                   accel, budget_gb=memory_budget_gb)
+                                   accel, budget_gb=memory_budget_gb, cpu_offload=cpu_offload)
         self.max_image_pixels = max_image_pixels
         self.translator_dir = None  # None: <models_dir>/translator (shared/engine/translator.py)
         self.shared_checker = safety.SharedChecker(registry.root)

@@ -14,6 +14,10 @@ _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16":
              "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 VARIANTS = (".fp16.", ".bf16.", ".fp32.", ".non_ema.", ".ema.")
 CUDA_SHARE = 0.8  # default budget on a GPU: this share of its memory (the rest: activations)
+# SDGATE_CPU_OFFLOAD: off; auto (only a model larger than the budget); model (every model), with
+# diffusers' enable_model_cpu_offload. (Sequential offload is not offered: accelerate's per-layer
+# hooks fail on this torch's parameters, seen on the tiny models.)
+OFFLOAD_MODES = ("off", "auto", "model")
 
 
 def _tensors(path: Path):
@@ -74,6 +78,19 @@ def budget_bytes(device: str, configured_gb: float | None) -> int | None:
 
         return int(torch.cuda.get_device_properties(0).total_memory * CUDA_SHARE)
     return None
+
+
+def offload_mode(setting: str, device: str, need: int, budget: int | None) -> str:
+    """How a model of `need` bytes is placed on `device`: "" (moved whole) or "model" (diffusers'
+    model CPU offload). `auto` offloads only what exceeds the budget (there is none on the CPU
+    unless configured); `model` applies on every device (on the CPU it gains nothing)."""
+    if setting not in OFFLOAD_MODES:
+        raise ValueError(f"SDGATE_CPU_OFFLOAD={setting!r}; choices: {', '.join(OFFLOAD_MODES)}")
+    if setting == "off":
+        return ""
+    if setting == "auto":
+        return "model" if budget is not None and need > budget else ""
+    return setting
 
 
 def free(device: str) -> None:

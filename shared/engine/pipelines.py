@@ -44,6 +44,8 @@ class LoadedModel:
     feature_extractor: object = None
     speedups: list = field(default_factory=list)  # what accel.apply did
     bytes: int = 0  # estimated from its files before loading (shared.engine.memory)
+    offload: str = ""  # "model": diffusers' model CPU offload hooks place the weights
+    offload_device: str = ""  # where those hooks run each part
 
     def pipeline(self, mode: Mode):
         """The pipeline for a mode, derived once from the loaded one without copying weights."""
@@ -196,9 +198,11 @@ class PipelineCache:
     dropped before a load, not after, and their memory returned."""
 
     def __init__(self, device: str, dtype, capacity: int = 2, native_size=lambda info: 512,
-                 accel: AccelOptions | None = None, budget_gb: float | None = None):
+                 accel: AccelOptions | None = None, budget_gb: float | None = None,
+                 cpu_offload: str = "off"):
         self.device, self.dtype, self.capacity = device, dtype, capacity
         self.budget_gb = budget_gb  # None: 80% of the GPU on CUDA, the count alone on CPU
+        self.cpu_offload = cpu_offload  # memory.OFFLOAD_MODES
         self.accel = accel or AccelOptions()
         self.native_size = native_size
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -246,9 +250,9 @@ class PipelineCache:
         with self._lock:
             self.device = device
             for loaded in self._models.values():
-                loaded.pipe.to(device)  # derived pipelines share these modules
-                loaded.speedups += speed.for_device(loaded.pipe, self.accel, device,
-                                                    loaded.speedups)
+                if self._place(loaded, device):  # derived pipelines share these modules
+                    loaded.speedups += speed.for_device(loaded.pipe, self.accel, device,
+                                                        loaded.speedups)
                 if loaded.safety_checker is not None:
                     loaded.safety_checker.to(device)
 
@@ -265,8 +269,7 @@ class PipelineCache:
                     return self._models[info.name]
             need = memory.estimate_bytes(info, self._itemsize(info))
             self._make_room(need)  # before loading: the old weights leave first
-            loaded = self._load(info)
-            loaded.bytes = need
+            loaded = self._load(info, need)
             with self._lock:
                 self._models[info.name] = loaded
                 while len(self._models) > self.capacity:  # concurrent loads of others
@@ -276,7 +279,28 @@ class PipelineCache:
                 self._loading.pop(info.name, None)
             return loaded
 
-    def _load(self, info: ModelInfo) -> LoadedModel:
+    def _place(self, loaded: LoadedModel, device: str) -> bool:
+        """Move a model's weights to `device`, or hand them to diffusers' CPU offload when the
+        setting asks for it (`memory.offload_mode`); True when the whole model moved."""
+        mode = memory.offload_mode(self.cpu_offload, device, loaded.bytes, self.budget)
+        if mode and (loaded.offload, loaded.offload_device) != (mode, device):
+            if loaded.offload:
+                loaded.pipe.remove_all_hooks()
+            # weights wait in RAM; each part moves to `device` to run, then back
+            loaded.pipe.enable_model_cpu_offload(device=device)
+            loaded.offload, loaded.offload_device = mode, device
+            log.info("model %s (~%.1f GiB) runs with %s CPU offload on %s", loaded.info.name,
+                     loaded.bytes / (1 << 30), mode, device)
+            return False
+        if mode:
+            return False
+        if loaded.offload:
+            loaded.pipe.remove_all_hooks()
+            loaded.offload = loaded.offload_device = ""
+        loaded.pipe.to(device)
+        return True
+
+    def _load(self, info: ModelInfo, need: int = 0) -> LoadedModel:
         t0 = time.perf_counter()
         try:
             pipe = load_pipeline(info, self.device, self.dtype)
@@ -288,15 +312,16 @@ class PipelineCache:
         extractor = getattr(pipe, "feature_extractor", None)
         if checker is not None:
             pipe.safety_checker = None
-        pipe.to(self.device)
-        try:
-            speedups = speed.apply(pipe, self.accel, self.device)
-        except Exception as e:
-            raise GenerationFailed(f"could not apply speed options to {info.name!r}: {e}") from e
+        loaded = LoadedModel(info, pipe, self.native_size(info), 0.0, safety_checker=checker,
+                             feature_extractor=extractor, bytes=need)
+        if self._place(loaded, self.device):
+            try:  # the speed options assume the weights live on the device
+                loaded.speedups = speed.apply(pipe, self.accel, self.device)
+            except Exception as e:
+                raise GenerationFailed(
+                    f"could not apply speed options to {info.name!r}: {e}") from e
         self.loads += 1
-        loaded = LoadedModel(info, pipe, self.native_size(info), time.perf_counter() - t0,
-                             safety_checker=checker, feature_extractor=extractor,
-                             speedups=speedups)
+        loaded.load_seconds = time.perf_counter() - t0
         loaded.schedulers[None] = pipe.scheduler
         log.info("loaded model %s in %.2fs on %s", info.name, loaded.load_seconds, self.device)
         return loaded

@@ -112,3 +112,77 @@ def test_the_setting_reaches_the_engine(make_settings):
 
     settings = make_settings(memory_budget_gb=1.5)
     assert local_backend(settings).engine.cache.budget == int(1.5 * (1 << 30))
+
+
+# -- CPU offload (SDGATE_CPU_OFFLOAD) -------------------------------------------------------------
+@pytest.mark.parametrize("setting, need, budget, mode", [
+    ("off", 10, 5, ""), ("auto", 10, 5, "model"), ("auto", 5, 10, ""), ("auto", 10, None, ""),
+    ("model", 1, 10, "model"), ("model", 1, None, "model"),
+])
+def test_offload_mode(setting, need, budget, mode):
+    assert memory.offload_mode(setting, "cuda", need, budget) == mode
+
+
+def test_an_unknown_offload_setting_is_refused(make_settings):
+    with pytest.raises(ValueError, match="cpu_offload"):
+        make_settings(cpu_offload="sometimes")
+
+
+def _hooked(pipe) -> bool:
+    return any(getattr(m, "_hf_hook", None) is not None for m in pipe.components.values())
+
+
+def _draw(eng, name, **kw):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from shared.generation import GenerationRequest
+
+    res = eng.generate(GenerationRequest(model=name, prompt="a red cat", width=64, height=64,
+                                         steps=2, seed=4, **kw))
+    a = np.asarray(Image.open(io.BytesIO(res.images[0].data)).convert("RGB"))
+    assert a.std() > 1.0
+    return a
+
+
+def test_an_offloaded_model_draws_what_the_whole_one_draws(three):
+    """diffusers' offload hooks run each part on the device in turn (here the CPU itself, which
+    gains nothing but runs the same code path a GPU would); txt2img and a derived img2img
+    pipeline draw the pixels drawn without offload (img2img: up to rounding, one level in a few
+    pixels)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(buf, "PNG")
+    init = dict(init_image=buf.getvalue(), strength=0.6, mode="img2img")
+    whole, off = _engine(three, max_loaded=1), _engine(three, max_loaded=1, cpu_offload="model")
+    assert np.array_equal(_draw(off, "c"), _draw(whole, "c"))
+    diff = np.abs(_draw(off, "c", **init).astype(int) - _draw(whole, "c", **init))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.001
+    loaded = off.warm("c")
+    assert loaded.offload == "model" and _hooked(loaded.pipe)
+    assert not _hooked(whole.warm("c").pipe)
+
+
+def test_auto_offloads_only_the_model_larger_than_the_budget(three):
+    sizes = {n: memory.estimate_bytes(_engine(three).registry.resolve(n), 4) for n in "ac"}
+    big, fits = sorted(sizes, key=sizes.get, reverse=True)
+    gb = (sizes["a"] + sizes["c"]) / 2 / (1 << 30)  # one fits, the other does not
+    eng = _engine(three, max_loaded=2, memory_budget_gb=gb, cpu_offload="auto")
+    small, large = eng.warm(fits), eng.warm(big)
+    assert (small.offload, large.offload) == ("", "model")
+    assert _hooked(large.pipe) and not _hooked(small.pipe)
+    _draw(eng, big)
+    eng.to("cpu")  # the snapshot path re-places models: the offloaded one keeps its hooks
+    assert large.offload == "model" and _hooked(large.pipe) and not _hooked(small.pipe)
+
+
+def test_the_offload_setting_reaches_the_engine(make_settings):
+    from shared.app import local_backend
+
+    assert local_backend(make_settings(cpu_offload="auto")).engine.cache.cpu_offload == "auto"
