@@ -250,8 +250,14 @@ def write_single_file(kind: str, models_dir: Path, name: str) -> Path:
     fills): the transformer can only come from the file.
 
     SD3: Stability's original key names. Flux: diffusers' key names (diffusers' converter from
-    BFL's names hard-codes FLUX.1's 3072-wide blocks, which no tiny model has)."""
+    BFL's names hard-codes FLUX.1's 3072-wide blocks, which no tiny model has). SD 1.x / SDXL
+    (`sd1`, `sdxl`): all-in-one files in the original layout (shared.engine.tiny_ldm)."""
     from safetensors.torch import save_file
+
+    from shared.engine import tiny_ldm
+
+    if kind in tiny_ldm.LDM_KINDS:
+        return tiny_ldm.write_ldm_single_file(kind, models_dir, name)
 
     from shared.engine.families import CONFIG_REPOS
 
