@@ -124,7 +124,7 @@ class Engine:
         subseeds = [s for _, own in per_request for s in own]
         tasks = [TASKS.open(r.task_id, r.owner) for r in reqs]
         task = tasks[0] if len(tasks) == 1 else TaskGroup(tasks)
-        previews.attach(task, reqs, (reqs[0].width, reqs[0].height))
+        previews.attach(task, reqs, (reqs[0].width, reqs[0].height), loaded, self.registry.root)
         try:
             with loaded.lock:
                 t1 = time.perf_counter()

@@ -321,6 +321,7 @@ def test_models_routes(server, client):
     assert [m.id for m in page.data] == ["tiny-sd"] and page.data[0].owned_by == "sdgate"
     model = client.models.retrieve("tiny-sd")
     assert model.id == "tiny-sd" and model.object == "model"
-    refused(lambda: client.models.retrieve("nope"), "model", "model_not_found", openai.NotFoundError)
+    refused(lambda: client.models.retrieve("nope"), "model", "model_not_found",
+            openai.NotFoundError)
     wrong = openai.OpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0)
     refused(lambda: wrong.models.list(), None, "invalid_api_key", openai.AuthenticationError)
