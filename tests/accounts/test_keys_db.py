@@ -1,8 +1,6 @@
 """Key database: hashed storage, lifecycle through the CLI, and check_key resolving stored keys."""
 import sqlite3
 
-import pytest
-
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
@@ -10,21 +8,6 @@ from shared.accounts import store
 from shared.cli import main
 from shared.config import Settings
 from shared.dialects.base import check_key
-
-from . import pg
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def db_url(request, tmp_path_factory):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db')}/k.db"
-        return
-    server = pg.start()
-    if server is None:
-        pytest.skip("PostgreSQL binaries missing (apt-get install postgresql)")
-    url, stop = server
-    yield url
-    stop()
 
 
 def test_lifecycle_and_hashed_storage(tmp_path, capsys):
@@ -42,8 +25,8 @@ def test_lifecycle_and_hashed_storage(tmp_path, capsys):
     assert store.resolve(url, secret) is None
 
 
-def test_check_key_uses_the_database(db_url):
-    url = db_url
+def test_check_key_uses_the_database(module_db):
+    url = module_db
     secret, rec = store.create(url, "bob")
     app = FastAPI()
     app.state.settings = Settings(api_keys="boot", database_url=url)
@@ -65,9 +48,9 @@ def test_check_key_uses_the_database(db_url):
     assert c.get("/x", params={"key": secret}).json() == {"err": "Unauthorized"}
 
 
-def test_lifecycle_on_both_databases(db_url, capsys):
-    main(["keys", "create", "--name", "carol", "--database-url", db_url])
+def test_lifecycle_on_both_databases(module_db, capsys):
+    main(["keys", "create", "--name", "carol", "--database-url", module_db])
     kid, secret = capsys.readouterr().out.strip().split("\t")
-    assert store.resolve(db_url, secret).name == "carol"
-    assert all(r.key_hash != secret for r in store.list_keys(db_url))
-    assert store.revoke(db_url, kid) and store.resolve(db_url, secret) is None
+    assert store.resolve(module_db, secret).name == "carol"
+    assert all(r.key_hash != secret for r in store.list_keys(module_db))
+    assert store.revoke(module_db, kid) and store.resolve(module_db, secret) is None

@@ -2,7 +2,6 @@
 before migrations existed (create_all, no alembic_version) is adopted, its keys kept."""
 import sqlite3
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -10,36 +9,21 @@ from sqlalchemy import inspect
 from shared.accounts import store
 from shared.cli import main
 
-from . import pg
 
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def fresh_url(request, tmp_path_factory):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('mig')}/m.db"
-        return
-    server = pg.start()
-    if server is None:
-        pytest.skip("PostgreSQL binaries missing (apt-get install postgresql)")
-    url, stop = server
-    yield url
-    stop()
-
-
-def test_db_upgrade_creates_the_schema(fresh_url, capsys):
-    main(["db", "current", "--database-url", fresh_url])
+def test_db_upgrade_creates_the_schema(module_db, capsys):
+    main(["db", "current", "--database-url", module_db])
     assert capsys.readouterr().out.strip() == "None"
-    main(["db", "upgrade", "--revision", "0001", "--database-url", fresh_url])
+    main(["db", "upgrade", "--revision", "0001", "--database-url", module_db])
     assert capsys.readouterr().out.strip() == "0001"
-    main(["db", "upgrade", "--database-url", fresh_url])
+    main(["db", "upgrade", "--database-url", module_db])
     head = capsys.readouterr().out.strip()
     assert head == store.alembic_head()
-    cols = {c["name"] for c in inspect(store.make_engine(fresh_url)).get_columns("api_keys")}
+    cols = {c["name"] for c in inspect(store.make_engine(module_db)).get_columns("api_keys")}
     assert {"id", "key_hash", "name", "status", "scopes", "rpm"} <= cols
-    with store.make_engine(fresh_url).connect() as conn:  # the models and migrations agree
+    with store.make_engine(module_db).connect() as conn:  # the models and migrations agree
         assert compare_metadata(MigrationContext.configure(conn), store.Base.metadata) == []
-    secret, rec = store.create(fresh_url, "after-migrate")
-    assert store.resolve(fresh_url, secret).id == rec.id
+    secret, rec = store.create(module_db, "after-migrate")
+    assert store.resolve(module_db, secret).id == rec.id
 
 
 def test_pre_alembic_database_is_stamped_and_kept(tmp_path):
