@@ -5,6 +5,9 @@ generation routes on `endpoint()`, which always takes the same steps in the same
 
     read -> authenticate -> parse -> model resolved (once, in a thread) -> to_internal
          -> admit (owner, task id, limits) -> execute -> render      (render_error for failures)
+
+A route whose work is an engine operation rather than a generation (ModelsLab's super
+resolution) overrides `resolve` (its own model lookup) and `admit` (no GenerationRequest).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import anyio
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from shared.dialects.base import (admit, body, check_key, dialect_route, generate, header_key,
+from shared.dialects.base import admit as admit_generation
+from shared.dialects.base import (body, check_key, dialect_route, generate, header_key,
                                   read_fields, validate)
 from shared.errors import InvalidRequest
 from shared.generation import GenerationRequest
@@ -85,9 +89,23 @@ class Dialect:
         """The model the request names (None: the server's default)."""
         return getattr(call.parsed, "model", None)
 
+    async def resolve(self, call: Call) -> None:
+        """Resolve `model_name` once, in a thread: call.model and its native side."""
+        registry = call.backend.registry
+        name = self.model_name(call)
+        if name is not None and not isinstance(name, str):
+            raise InvalidRequest(f"the model name must be a string, not {name!r}",
+                                 param="model")
+        call.model = await anyio.to_thread.run_sync(registry.resolve, name)
+        call.native = await anyio.to_thread.run_sync(registry.native_size, call.model)
+
     async def to_internal(self, call: Call) -> GenerationRequest:
         """The internal request (images decoded here)."""
         raise NotImplementedError
+
+    async def admit(self, call: Call, internal):
+        """The checks before any work: owner, task id, limits (shared.dialects.base.admit)."""
+        return await admit_generation(call.request, internal)
 
     async def execute(self, call: Call):
         """Run the admitted request; the default generates and waits for the result."""
@@ -119,14 +137,8 @@ def endpoint(dialect: Dialect, route: Route):
         call.fields = await dialect.read(call)
         dialect.authenticate(call)
         call.parsed = dialect.parse(call)
-        registry = request.app.state.backend.registry
-        name = dialect.model_name(call)
-        if name is not None and not isinstance(name, str):
-            raise InvalidRequest(f"the model name must be a string, not {name!r}",
-                                 param="model")
-        call.model = await anyio.to_thread.run_sync(registry.resolve, name)
-        call.native = await anyio.to_thread.run_sync(registry.native_size, call.model)
-        call.internal = await admit(request, await dialect.to_internal(call))
+        await dialect.resolve(call)
+        call.internal = await dialect.admit(call, await dialect.to_internal(call))
         return dialect.render(call, await dialect.execute(call))
 
     run.__name__ = route.name

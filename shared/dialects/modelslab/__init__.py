@@ -17,7 +17,7 @@ from shared import postprocess
 from shared.accounts import metering
 from shared.backend import planned_urls, store_result
 from shared.dialects.base import backend, body, check_key, dialect_route, header_key, owner, read_fields
-from shared.dialects.dialect import Call, Dialect, Route
+from shared.dialects.dialect import Call, Dialect, Route, endpoint
 from shared.dialects.modelslab.controlnet import ControlNetRequest
 from shared.dialects.modelslab.protocol import (FetchRequest, Img2ImgRequest, InpaintRequest,
                                                 Text2ImgRequest, parse, refuse)
@@ -32,6 +32,7 @@ from shared.generation import GenerationRequest
 from shared.images import b64decode_strict, check_image
 from shared.jobs import Job
 from shared.netguard import Guard, check_url, fetch
+from shared.postprocess import UpscaleRequest
 from shared.translation import TranslateRequest
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -109,12 +110,17 @@ def _meta(req: Text2ImgRequest, internal: GenerationRequest, job_id: str) -> dic
         out["init_image"] = req.init_image if req.init_image.startswith("http") else "base64"
     if isinstance(req, InpaintRequest):
         out["mask_image"] = req.mask_image if req.mask_image.startswith("http") else "base64"
+    if req.ip_adapter_image:
+        out.update(ip_adapter_id=req.ip_adapter_id, ip_adapter_scale=req.ip_adapter_scale,
+                   ip_adapter_image=req.ip_adapter_image
+                   if req.ip_adapter_image.startswith("http") else "base64")
     out.update(req.meta_extra())
     return out
 
 
 FETCH_PATHS = {"v3": "/api/v3/fetch/{}", "v4": "/api/v4/dreambooth/fetch/{}",
-               "v5": "/api/v5/fetch/{}", "v6": "/api/v6/images/fetch/{}"}
+               "v5": "/api/v5/fetch/{}", "v6": "/api/v6/images/fetch/{}",
+               "v6_editing": "/api/v6/image_editing/fetch/{}"}
 
 
 def _fetch_url(request: Request, version: str, job_id: str) -> str:
@@ -156,9 +162,9 @@ class ModelsLab(Dialect):
             await check_url(req.webhook, guard, "webhook")
         images = {name: await _image(value, field, guard, settings.max_image_pixels)
                   for name, (field, value) in req.image_inputs().items()}
-        if isinstance(req, ControlNetRequest):
-            images["root"] = be.registry.root  # the ControlNet models on disk
-        return req.to_internal(req.model_id, settings.enhance_prompt_suffix, upscaler, **images)
+        # the models folder: ControlNets and IP-Adapters on disk
+        return req.to_internal(req.model_id, settings.enhance_prompt_suffix, upscaler,
+                               root=be.registry.root, **images)
 
     async def execute(self, call: Call) -> Job:
         """Submit the job and wait for it up to the synchronous wait."""
@@ -181,7 +187,8 @@ class ModelsLab(Dialect):
                       request={"version": version, "meta": _meta(req, internal, job_id),
                                "fetch_result": _fetch_url(request, version, job_id)})
             runner.submit(job, internal)  # the job runner finishes the record (job_finished)
-        return await runner.wait(job_id, settings.sync_wait_seconds)
+        # instant_response "yes": upstream answers `processing` at once, for fetch or webhook
+        return await runner.wait(job_id, 0 if req.instant_response else settings.sync_wait_seconds)
 
     def render(self, call: Call, job: Job) -> dict:
         return job_body(job)
@@ -197,47 +204,60 @@ async def _translated(be, req: Text2ImgRequest) -> Text2ImgRequest:
     return req.model_copy(update={"prompt": out.texts[0], "negative_prompt": out.texts[1]})
 
 
-async def _super_resolution(request: Request, version: str) -> dict:
-    """The `upscale` operation (and GFPGAN for face_enhance) over one image, answered at once
-    as a finished job."""
-    settings = request.app.state.settings
-    data = await _authorised(request)
-    await _spam(request).acheck(data)
-    req = parse(SuperResolutionRequest, data)
-    field, value = req.image_ref()
-    be = backend(request)
-    postprocess.find_model(be.registry.root, req.model_id)  # refused before any download
-    if req.face_enhance and not settings.faces:
-        raise Unavailable("face_enhance needs the face features, turned off on this server "
-                          "(SDGATE_FACES)", param="face_enhance")
-    req.check_face_enhance(be.registry.root)
-    guard = Guard.from_settings(settings)
-    if req.webhook:
-        await check_url(req.webhook, guard, "webhook")
-    image = await _image(value, field, guard, settings.max_image_pixels)
-    t0 = time.perf_counter()
-    with request.app.state.admission:
-        out = (await be.op("upscale", req.to_upscale(image))).images[0]
-        restore = req.face_restore(out)
-        if restore is not None:
-            out = (await be.op("face_restore", restore)).image
-    result = as_result(out, req.model_id, time.perf_counter() - t0)
-    runner = request.app.state.jobs
-    job_id = await _new_id(runner)
-    result = await anyio.to_thread.run_sync(store_result, be.storage, result, job_id, req.base64)
-    job = Job(id=job_id, dialect=DIALECT_NAME, keep_bytes=req.base64, owner=owner(request),
-              webhook=req.webhook, track_id=None if req.track_id is None else str(req.track_id),
-              request={"version": version, "meta": req.meta(field, value, job_id),
-                       "fetch_result": _fetch_url(request, version, job_id)})
-    return job_body(runner.record(job, result))
+class SuperResolution(ModelsLab):
+    """Super resolution on the generic endpoint: its "model" is the upscaler file, its work the
+    `upscale` operation (and GFPGAN for face_enhance) over one image, answered at once as a
+    finished job."""
 
+    def parse(self, call: Call) -> SuperResolutionRequest:
+        return parse(SuperResolutionRequest, call.fields)
 
-def _super_resolver(version: str):
-    async def endpoint(request: Request):
-        return await _super_resolution(request, version)
-    endpoint.__name__ = f"{version}_super_resolution"
-    endpoint.body_model = SuperResolutionRequest
-    return endpoint
+    async def resolve(self, call: Call) -> None:
+        """The upscaler model_id names, found on disk before any download."""
+        root = call.backend.registry.root
+        call.model = await anyio.to_thread.run_sync(postprocess.find_model, root,
+                                                    call.parsed.model_id)
+
+    async def to_internal(self, call: Call) -> UpscaleRequest:
+        req, settings = call.parsed, call.settings
+        await _spam(call.request).acheck(call.fields)
+        field, value = req.image_ref()
+        if req.face_enhance and not settings.faces:
+            raise Unavailable("face_enhance needs the face features, turned off on this server "
+                              "(SDGATE_FACES)", param="face_enhance")
+        req.check_face_enhance(call.backend.registry.root)
+        guard = Guard.from_settings(settings)
+        if req.webhook:
+            await check_url(req.webhook, guard, "webhook")
+        call.extra["image_ref"] = field, value
+        return req.to_upscale(await _image(value, field, guard, settings.max_image_pixels))
+
+    async def admit(self, call: Call, internal: UpscaleRequest) -> UpscaleRequest:
+        call.extra["owner"] = owner(call.request)  # no generation limits: one model pass
+        return internal
+
+    async def execute(self, call: Call) -> Job:
+        req, request, be = call.parsed, call.request, call.backend
+        version = call.route.options["version"]
+        t0 = time.perf_counter()
+        with request.app.state.admission:  # counts against the bounded queue
+            out = (await be.op("upscale", call.internal)).images[0]
+            restore = req.face_restore(out)
+            if restore is not None:
+                out = (await be.op("face_restore", restore)).image
+        result = as_result(out, req.model_id, time.perf_counter() - t0)
+        runner = request.app.state.jobs
+        await runner.start()  # restart recovery, if the lifespan did not run it
+        job_id = await _new_id(runner)
+        result = await anyio.to_thread.run_sync(store_result, be.storage, result, job_id,
+                                                req.base64)
+        field, value = call.extra["image_ref"]
+        job = Job(id=job_id, dialect=DIALECT_NAME, keep_bytes=req.base64,
+                  owner=call.extra["owner"], webhook=req.webhook,
+                  track_id=None if req.track_id is None else str(req.track_id),
+                  request={"version": version, "meta": req.meta(field, value, job_id),
+                           "fetch_result": _fetch_url(request, version, job_id)})
+        return runner.record(job, result)
 
 
 async def _fetch(request: Request, job_id: str | None) -> dict:
@@ -310,12 +330,13 @@ GENERATION = (
     _generation("/api/v6/images/text2img", Text2ImgRequest, "v6"),
     _generation("/api/v6/images/img2img", Img2ImgRequest, "v6"),
     _generation("/api/v6/images/inpaint", InpaintRequest, "v6"),
+    # ControlNet under v6 images: where the official SDK (modelslab_py Community.controlnet) posts
+    _generation("/api/v6/images/controlnet", ControlNetRequest, "v6"),
 )
 ROUTES = [
     ("/api/v3/fetch", fetch_by_body),
     ("/api/v3/fetch/{job_id}", fetch_by_path),
     ("/api/v3/system_load", system_load),
-    ("/api/v3/super_resolution", _super_resolver("v3")),
     ("/api/v3/dreambooth/fetch", fetch_by_body),
     ("/api/v3/dreambooth/fetch/{job_id}", fetch_by_path),
     ("/api/v4/dreambooth/fetch", fetch_by_body),  # {"key", "request_id"}
@@ -331,14 +352,24 @@ ROUTES = [
     ("/api/v6/images/model_list", model_list),
     ("/api/v6/dreambooth/model_list", model_list),
     ("/api/v6/images/system_load", system_load),
-    ("/api/v6/image_editing/super_resolution", _super_resolver("v6")),
+    ("/api/v6/image_editing/fetch", fetch_by_body),
+    ("/api/v6/image_editing/fetch/{job_id}", fetch_by_path),  # super resolution's fetch_result
 ]
 DIALECT = ModelsLab()
 DIALECT.routes = GENERATION
+SUPER_RESOLUTION = SuperResolution()
+SUPER_RESOLUTION.routes = (
+    Route("/api/v3/super_resolution", SuperResolutionRequest, "v3_super_resolution",
+          {"version": "v3"}),
+    Route("/api/v6/image_editing/super_resolution", SuperResolutionRequest,
+          "v6_super_resolution", {"version": "v6_editing"}),
+)
 router = DIALECT.router()
+for _route in SUPER_RESOLUTION.routes:  # the same generic endpoint, on ModelsLab's router
+    router.add_api_route(_route.path, endpoint(SUPER_RESOLUTION, _route), methods=["POST"],
+                         name=_route.name, **body(_route.model))
 for _path, _endpoint in ROUTES:
-    _model = getattr(_endpoint, "body_model", None)
-    router.add_api_route(_path, _endpoint, methods=["POST"], **(body(_model) if _model else {}))
+    router.add_api_route(_path, _endpoint, methods=["POST"])
 # Every other /api/* path and method answers in upstream's error body. A router of its own, which
 # the app includes after every other route, so it never shadows one added later.
 fallback = APIRouter(route_class=dialect_route(render_error))

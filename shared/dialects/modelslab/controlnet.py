@@ -20,10 +20,9 @@ from pydantic import Field, ValidationError
 
 from shared.dialects.modelslab.protocol import Blank, Switch, Text2ImgRequest, laravel_errors
 from shared.engine import preprocessors
-from shared.engine.controlnet_types import ip_adapters, models
+from shared.engine.controlnet_types import models
 from shared.errors import FieldError, SdgateError, ValidationFailed
-from shared.generation import (ControlMode, ControlNetUnit, GenerationRequest, IPAdapterRef,
-                               Mode)
+from shared.generation import ControlMode, ControlNetUnit, GenerationRequest, Mode
 
 # ModelsLab's controlnet_type names -> sd-webui-controlnet preprocessor names (others are taken
 # as preprocessor names themselves). Those needing annotator weights are refused by name.
@@ -55,10 +54,7 @@ class ControlNetRequest(Text2ImgRequest):
     mask_image: Annotated[str | None, Blank] = None
     strength: Annotated[float, Blank, Field(ge=0, le=1)] = 0.7
     controlnet_conditioning_scale: Annotated[str | float | None, Blank] = None  # "0.7" or "1,0.5"
-    ip_adapter_id: Annotated[str | None, Blank] = None
-    ip_adapter_scale: Annotated[float, Blank, Field(ge=0, le=2)] = 1.0  # diffusers' default
-    ip_adapter_image: Annotated[str | None, Blank] = None
-    temp: Switch = False  # temporary links: storage lifetime only, no effect on the picture
+    # ip_adapter_id / _scale / _image and temp: Text2ImgRequest's (v6 has them on every route)
 
     route_name: ClassVar[str] = "controlnet"
 
@@ -74,18 +70,13 @@ class ControlNetRequest(Text2ImgRequest):
             raise _invalid("init_image", "The init image field is required with mask_image.")
         if not (self.init_image or self.control_image):
             raise _invalid("init_image", "The init image field is required (or control_image).")
-        out = {}
+        out = super().image_inputs()  # the IP-Adapter image, if any
         if self.run_mode is not Mode.txt2img:
             out["init_image"] = ("init_image", self.init_image)
         if self.mask_image:
             out["mask"] = ("mask_image", self.mask_image)
         control = self.control_image or self.init_image
         out["control_image"] = ("control_image" if self.control_image else "init_image", control)
-        if self.ip_adapter_id and not self.ip_adapter_image:
-            raise _invalid("ip_adapter_image", "The ip adapter image field is required with "
-                           "ip_adapter_id.")
-        if self.ip_adapter_image:
-            out["ip_adapter_image"] = ("ip_adapter_image", self.ip_adapter_image)
         return out
 
     def refusals(self) -> list[FieldError]:
@@ -159,23 +150,11 @@ class ControlNetRequest(Text2ImgRequest):
                 "ip_adapter_image": shown(self.ip_adapter_image)}
 
     def to_internal(self, model: str | None, enhance_suffix: str, upscaler: str | None = None,
-                    *, root: Path, control_image: bytes, ip_adapter_image: bytes | None = None,
-                    **images) -> GenerationRequest:
+                    *, root: Path, control_image: bytes, **images) -> GenerationRequest:
         units = self.units(root, control_image)
-        refs = []
-        if ip_adapter_image is not None:  # an image prompt beside the control (issue 13)
-            found = ip_adapters(root)
-            if not found:
-                raise _invalid("ip_adapter_id", "No IP-Adapter is installed on this server "
-                               "(<models_dir>/IP-Adapter); send ip_adapter_image null.")
-            if self.ip_adapter_id and self.ip_adapter_id not in found:
-                raise _invalid("ip_adapter_id", f"The selected ip adapter id "
-                               f"{self.ip_adapter_id!r} is invalid; choose from {list(found)}.")
-            refs = [IPAdapterRef(model=self.ip_adapter_id, images=[ip_adapter_image],
-                                 scale=self.ip_adapter_scale)]
-        base = super().to_internal(model, enhance_suffix, upscaler, **images)
+        base = super().to_internal(model, enhance_suffix, upscaler, root=root, **images)
         try:  # validated again: the mode's image rules and the units
             return GenerationRequest(**{**base.model_dump(), "mode": self.run_mode,
-                                        "controlnets": units, "ip_adapters": refs})
+                                        "controlnets": units})
         except ValidationError as e:
             raise ValidationFailed("invalid request", fields=laravel_errors(e)) from e

@@ -1,9 +1,11 @@
-"""Seed 003 request bodies (stablediffusionapi.com / ModelsLab v3 and v4 dreambooth), field for field.
+"""Seed 003 request bodies (stablediffusionapi.com / ModelsLab v3, v4, v6), field for field.
 
 Upstream: ../shared/seeds/003, stablediffusionapi.com/docs (v3 text2img / img2img / inpaint, v4
-dreambooth). Clients send numbers as strings ("512") and switches as "yes"/"no": both are
-accepted, and a null or "" value means the upstream default. Validation messages are upstream's
-(Laravel's) wording: {"prompt": ["The prompt field is required."]}.
+dreambooth), docs.modelslab.com (v6 /api/v6/images/*: its openapi.json in ModelsLab/docs-v2 adds
+ip_adapter_*, temp, highres_fix; its inpaint example sends `steps` for num_inference_steps).
+Clients send numbers as strings ("512") and switches as "yes"/"no": both are accepted, and a
+null or "" value means the upstream default. Validation messages are upstream's (Laravel's)
+wording: {"prompt": ["The prompt field is required."]}.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pydantic_core import PydanticUseDefault
 
 from shared.engine import samplers
 from shared.errors import FieldError, SamplerNotFound, Unsupported, ValidationFailed
-from shared.generation import (SEED_BOUND, GenerationRequest, LoraRef, Mode, NsfwAction,
-                               PostUpscale, Variant)
+from shared.generation import (SEED_BOUND, GenerationRequest, IPAdapterRef, LoraRef, Mode,
+                               NsfwAction, PostUpscale, Variant)
 
 MAX_SIDE = 1024
 MAX_SAMPLES = 4
@@ -31,8 +33,11 @@ KARRAS_CAPABLE = frozenset({
     "KDPM2AncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
     "LMSDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
     "DPMSolverSDEScheduler"})
-# algorithm_type values: DPMSolverMultistepScheduler's default, and its SDE variant (A1111 name)
-ALGORITHMS = {"dpmsolver++": None, "sde-dpmsolver++": "DPM++ 2M SDE"}
+# algorithm_type values: DPMSolverMultistepScheduler's default, and its SDE variant (A1111 name).
+# "dpmsolver+++" is upstream's documented spelling of the SDE one (stablediffusionapi.com/docs/
+# a1111schedulers: "DPM++ 2M SDE = DPMSolverMultistepScheduler with algorithm_type dpmsolver+++").
+ALGORITHMS = {"dpmsolver++": None, "sde-dpmsolver++": "DPM++ 2M SDE",
+              "dpmsolver+++": "DPM++ 2M SDE"}
 
 _YES = {"yes", "true", "1", "on"}
 _NO = {"no", "false", "0", "off"}
@@ -61,6 +66,12 @@ Blank = BeforeValidator(_blank_is_default)
 # upstream field -> the GenerationRequest field a model's own default may set when it is unset
 MODEL_DEFAULTED = {"num_inference_steps": "steps", "guidance_scale": "guidance",
                    "scheduler": "sampler"}
+# other names upstream's own example bodies use for a field (v6 inpaint sends "steps": "21")
+ALIASES = {"steps": "num_inference_steps"}
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip())
 
 
 class Text2ImgRequest(BaseModel):
@@ -97,16 +108,30 @@ class Text2ImgRequest(BaseModel):
     webhook: Annotated[str | None, Blank] = None
     track_id: Annotated[str | int | None, Blank] = None
     base64: Switch = False
+    # v6 (docs.modelslab.com's openapi.json for /api/v6/images/*)
+    ip_adapter_id: Annotated[str | None, Blank] = None  # a file stem under <models>/IP-Adapter
+    ip_adapter_scale: Annotated[float, Blank, Field(ge=0, le=2)] = 1.0  # diffusers' default
+    ip_adapter_image: Annotated[str | None, Blank] = None  # a URL, or base64
+    highres_fix: Switch = False  # refused: upstream documents no size / strength for it
+    enhance_style: Annotated[str | None, Blank] = None  # refused: upstream's style presets
+    instant_response: Switch = False  # yes: answer `processing` at once (fetch / webhook)
+    temp: Switch = False  # temporary links: storage lifetime only, no effect on the picture
 
     mode: ClassVar[Mode] = Mode.txt2img
 
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, data: Any) -> Any:
-        """null / "" steps, guidance and scheduler are left unset (model_fields_set)."""
+        """null / "" steps, guidance and scheduler are left unset (model_fields_set); `steps`
+        is read as num_inference_steps when that is not given."""
         if isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k not in MODEL_DEFAULTED
-                    or not (v is None or (isinstance(v, str) and not v.strip()))}
+            data = dict(data)
+            for alias, name in ALIASES.items():
+                if alias in data:
+                    value = data.pop(alias)
+                    if _blank(data.get(name)):
+                        data[name] = value
+            data = {k: v for k, v in data.items() if k not in MODEL_DEFAULTED or not _blank(v)}
         return data
 
     def defaulted(self) -> list[str]:
@@ -126,6 +151,14 @@ class Text2ImgRequest(BaseModel):
                                   "is used. Send vae null."))
         if self.panorama and self.self_attention:
             out.append(FieldError("panorama", "panorama and self_attention cannot be combined."))
+        if self.highres_fix:
+            out.append(FieldError("highres_fix", "highres_fix is not available here (upstream "
+                                  "documents no size or strength for it); send highres_fix "
+                                  "\"no\", or upscale \"yes\" for a 2x model upscale."))
+        if self.enhance_style:
+            out.append(FieldError("enhance_style", "enhance_style presets are not available "
+                                  "here; send enhance_style null and write the style into the "
+                                  "prompt."))
         if self.mode is not Mode.txt2img:
             for name in ("panorama", "self_attention"):
                 if getattr(self, name):
@@ -134,11 +167,36 @@ class Text2ImgRequest(BaseModel):
 
     def image_inputs(self) -> dict[str, tuple[str, str]]:
         """internal name -> (field, URL or base64) of every image the request reads."""
+        if self.ip_adapter_id and not self.ip_adapter_image:
+            raise ValidationFailed("ip_adapter_image", fields=[FieldError(
+                "ip_adapter_image", "The ip adapter image field is required with "
+                "ip_adapter_id.")])
+        if self.ip_adapter_image:
+            return {"ip_adapter_image": ("ip_adapter_image", self.ip_adapter_image)}
         return {}
 
     def meta_extra(self) -> dict:
         """Upstream meta keys of this endpoint beyond text2img's."""
         return {}
+
+    def ip_adapter_refs(self, root, image: bytes | None) -> list[IPAdapterRef]:
+        """ip_adapter_image (with ip_adapter_id / _scale) as an IP-Adapter image prompt; the id
+        must name an adapter installed under <models_dir>/IP-Adapter."""
+        if image is None:
+            return []
+        from shared.engine.controlnet_types import ip_adapters
+
+        found = ip_adapters(root) if root is not None else {}
+        if not found:
+            raise ValidationFailed("ip_adapter_id", fields=[FieldError(
+                "ip_adapter_id", "No IP-Adapter is installed on this server "
+                "(<models_dir>/IP-Adapter); send ip_adapter_image null.")])
+        if self.ip_adapter_id and self.ip_adapter_id not in found:
+            raise ValidationFailed("ip_adapter_id", fields=[FieldError(
+                "ip_adapter_id", f"The selected ip adapter id {self.ip_adapter_id!r} is "
+                f"invalid; choose from {list(found)}.")])
+        return [IPAdapterRef(model=self.ip_adapter_id, images=[image],
+                             scale=self.ip_adapter_scale)]
 
     def sampler(self) -> tuple[str | None, str | None]:
         """(sampler, schedule type) for the engine, from scheduler / algorithm_type / karras."""
@@ -184,10 +242,13 @@ class Text2ImgRequest(BaseModel):
         return self.prompt
 
     def to_internal(self, model: str | None, enhance_suffix: str, upscaler: str | None = None,
+                    *, root=None, ip_adapter_image: bytes | None = None,
                     **images) -> GenerationRequest:
         """The engine request; a null seed becomes a fixed random one now, so re-runs agree.
-        `upscale: yes` is upstream's 2x (512 px asked, 1024 px returned) with `upscaler`."""
+        `upscale: yes` is upstream's 2x (512 px asked, 1024 px returned) with `upscaler`;
+        `root` is the models folder (IP-Adapters)."""
         sampler, schedule = self.sampler()
+        refs = self.ip_adapter_refs(root, ip_adapter_image)
         variant = (Variant.panorama if self.panorama else
                    Variant.self_attention if self.self_attention else None)
         seed = self.seed if self.seed is not None else secrets.randbelow(SEED_BOUND)
@@ -203,7 +264,7 @@ class Text2ImgRequest(BaseModel):
                 upscale=PostUpscale(upscaler=upscaler, scale=UPSCALE_FACTOR)
                 if self.upscale else None,
                 strength=getattr(self, "strength", 0.75), defaulted=self.defaulted(),
-                **images)
+                ip_adapters=refs, **images)
         except ValidationError as e:
             raise ValidationFailed("invalid request", fields=laravel_errors(e)) from e
 
@@ -217,7 +278,7 @@ class Img2ImgRequest(Text2ImgRequest):
     mode: ClassVar[Mode] = Mode.img2img
 
     def image_inputs(self) -> dict[str, tuple[str, str]]:
-        return {"init_image": ("init_image", self.init_image)}
+        return {**super().image_inputs(), "init_image": ("init_image", self.init_image)}
 
 
 class InpaintRequest(Img2ImgRequest):

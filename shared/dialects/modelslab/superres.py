@@ -32,7 +32,7 @@ class SuperResolutionRequest(BaseModel):
     url: Annotated[str | None, Blank] = None  # v3
     init_image: Annotated[str | None, Blank] = None  # v6: a URL, or base64
     model_id: Annotated[str, Blank] = DEFAULT_MODEL
-    scale: Annotated[int, Blank, Field(ge=1, le=8)] = 2
+    scale: Annotated[int, Blank, Field(ge=1, le=8)] = 3  # upstream openapi default and example
     face_enhance: Switch = False
     webhook: Annotated[str | None, Blank] = None
     track_id: Annotated[str | int | None, Blank] = None
