@@ -49,9 +49,21 @@ def test_v6_super_resolution_upscales_with_the_model_id(up):
     arr = pixels(img)
     assert np.isfinite(arr).all() and arr.std() > 1.0
     assert body["meta"]["model_id"] == "realesr-general-x4v3" and body["meta"]["scale"] == 3
-    # a finished job: fetchable by its id like a generation
-    again = up.post(f"/api/v6/images/fetch/{body['id']}", json={"key": ""}).json()
-    assert again["status"] == "success" and again["output"] == body["output"]
+    # a finished job: fetchable by its id like a generation, at v6 image editing's own fetch
+    for path in (f"/api/v6/image_editing/fetch/{body['id']}",
+                 f"/api/v6/images/fetch/{body['id']}"):
+        again = up.post(path, json={"key": ""}).json()
+        assert again["status"] == "success" and again["output"] == body["output"]
+    again = up.post("/api/v6/image_editing/fetch", json={"key": "", "request_id": body["id"]})
+    assert again.json()["output"] == body["output"]
+
+
+def test_super_resolution_default_scale_is_upstreams_3(up):
+    body = up.post("/api/v6/image_editing/super_resolution", json={
+        "key": "", "init_image": b64(picture(seed=2))}).json()
+    assert body["status"] == "success", body
+    assert fetch_png(up, body["output"][0]).size == (96, 72)  # 32x24, x3
+    assert body["meta"]["scale"] == 3 and body["meta"]["model_id"] == "realesr-general-x4v3"
 
 
 def test_v3_super_resolution_takes_url_field_and_base64_answers(up):
