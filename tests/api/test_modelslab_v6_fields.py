@@ -100,7 +100,8 @@ def test_algorithm_type_dpmsolver_triple_plus_is_the_sde_variant(client):
 
 
 @pytest.mark.parametrize("field,value", [("highres_fix", "yes"), ("enhance_style", "cinematic"),
-                                         ("tomesd", "yes"), ("vae", "some-vae")])
+                                         ("tomesd", "yes"), ("vae", "some-vae"),
+                                         ("embeddings_model", "not-installed")])
 def test_fields_sdgate_cannot_honour_are_refused_naming_them(client, field, value):
     r = post(client, **{field: value})
     assert r["status"] == "error" and list(r["message"]) == [field], r

@@ -26,6 +26,7 @@ from shared.dialects.modelslab.render import job_body, render_error
 from shared.dialects.modelslab.spam import SpamFilter
 from shared.dialects.modelslab.superres import (SuperResolutionRequest, as_result,
                                                 check_text2img_upscaler)
+from shared.engine.registry import EMBEDDING_SUFFIXES, EMBEDDINGS_DIR
 from shared.errors import (FieldError, JobNotFound, ModelNotFound, NotFound, Unavailable,
                            ValidationFailed)
 from shared.generation import GenerationRequest
@@ -155,6 +156,9 @@ class ModelsLab(Dialect):
         upscaler = settings.modelslab_upscaler if req.upscale else None
         if upscaler:  # upscale "yes" with no upscaler installed: refused now, not after generating
             check_text2img_upscaler(be.registry.root, upscaler)
+        if req.embeddings_model:
+            req.check_embeddings(await anyio.to_thread.run_sync(
+                be.registry.extra_files, EMBEDDINGS_DIR, EMBEDDING_SUFFIXES))
         if req.multi_lingual:
             req = call.parsed = await _translated(be, req)
         guard = Guard.from_settings(settings)

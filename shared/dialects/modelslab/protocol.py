@@ -179,6 +179,17 @@ class Text2ImgRequest(BaseModel):
         """Upstream meta keys of this endpoint beyond text2img's."""
         return {}
 
+    def check_embeddings(self, installed) -> None:
+        """embeddings_model ("a" or "a,b"): each must be an installed textual inversion (they
+        apply where their name appears in the prompt, A1111's rule); a missing one is refused
+        rather than silently drawing without it."""
+        names = [n.strip() for n in (self.embeddings_model or "").split(",") if n.strip()]
+        missing = [n for n in names if n not in installed]
+        if missing:
+            raise ValidationFailed("embeddings_model", fields=[FieldError(
+                "embeddings_model", f"The embeddings model {missing[0]!r} is not installed "
+                f"(<models_dir>/embeddings); installed: {sorted(installed)}.")])
+
     def ip_adapter_refs(self, root, image: bytes | None) -> list[IPAdapterRef]:
         """ip_adapter_image (with ip_adapter_id / _scale) as an IP-Adapter image prompt; the id
         must name an adapter installed under <models_dir>/IP-Adapter."""
