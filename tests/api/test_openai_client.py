@@ -6,6 +6,7 @@ import base64
 import io
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from PIL import Image
@@ -81,10 +82,23 @@ def test_edit_with_a_mask(oai):
 
 def test_edit_with_several_images(oai, ip_adapter_models):
     client = oai()
-    images = [image_file(Image.new("RGB", (64, 64), c), f"{c}.png") for c in ("red", "blue")]
-    out = client.images.edit(model="gpt-image-1", image=images, prompt="the red one, in blue",
-                             quality="low", size="64x64")
-    assert b64_png(out.data[0]).size == (64, 64)  # gpt-image answers b64_json by default
+    red, blue = (image_file(Image.new("RGB", (64, 64), c), f"{c}.png") for c in ("red", "blue"))
+    dots = Image.new("RGB", (64, 64), "white")
+    dots.paste((0, 0, 0), (8, 8, 30, 30))
+    dots = image_file(dots, "dots.png")
+
+    def edit(images) -> np.ndarray:
+        out = client.images.edit(model="gpt-image-1", image=images, prompt="the red one, in blue",
+                                 quality="low", size="64x64", extra_body={"seed": 3})
+        img = b64_png(out.data[0])  # gpt-image answers b64_json by default
+        assert img.size == (64, 64)
+        return np.asarray(img.convert("RGB"), dtype=float)
+
+    alone, with_blue, with_dots = edit([red]), edit([red, blue]), edit([red, dots])
+    assert np.isfinite(with_blue).all() and with_blue.std() > 0
+    assert np.abs(with_blue - alone).mean() > 0.5  # the references reach the picture
+    assert (with_dots != with_blue).any()  # and which reference matters
+    assert np.array_equal(edit([red, blue]), with_blue)  # the same seed, the same picture
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the client marks variations retired

@@ -293,6 +293,46 @@ def test_field_behaves_as_documented(client, request, route, field):
         SUPPORTED[field](client, route, request)
 
 
+# -- the answers: every field of the SDK's response types --------------------------------------
+
+NOT_ANSWERED = {"svg_usage"}  # SVG output only (docs/openai.md)
+
+
+def unanswered(obj) -> set[str]:
+    """Fields of an SDK response object the JSON did not carry, its nested objects' included."""
+    out = set(type(obj).model_fields) - obj.model_fields_set - NOT_ANSWERED
+    for name in obj.model_fields_set:
+        value = getattr(obj, name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, openai.BaseModel):
+                out |= {f"{name}.{sub}" for sub in unanswered(item)}
+    return out
+
+
+@pytest.mark.parametrize("route", PARAMS)
+def test_answers_fill_every_field_of_the_sdks_types(client, route):
+    out = call(client, route, user="u-1")
+    # an image comes as b64_json or as url, never both (as upstream)
+    assert unanswered(out) == {"data.url"} and out.safety_identifier == "u-1"
+    assert out.usage.total_tokens == out.usage.input_tokens + out.usage.output_tokens > 0
+    assert out.usage.output_tokens_details.image_tokens == out.usage.output_tokens == 1
+    if route == "variations":
+        return
+    for event in call(client, route, stream=True, partial_images=1, user="u-1"):
+        assert unanswered(event) == set(), event.type
+
+
+# -- sdgate's own fields ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("route", PARAMS)
+def test_the_seed_extension_makes_answers_reproducible(client, route):
+    first, again = (call(client, route, extra_body={"seed": 7}).data[0] for _ in range(2))
+    assert raw(first) == raw(again) and "Seed: 7," in infotext(first)
+    other = picture(call(client, route, extra_body={"seed": 8}).data[0])
+    assert not np.array_equal(np.asarray(picture(first)), np.asarray(other))
+    refused(lambda: call(client, route, extra_body={"seed": -2}), "seed")
+
+
 # -- errors on every route: OpenAI's envelope, the SDK's exception classes ------------------------
 
 @pytest.mark.parametrize("route", PARAMS)
@@ -306,7 +346,17 @@ def test_errors_on_every_route_are_openai_shaped(server, client, route):
     if route != "generations":
         refused(lambda: call(client, route, image=("i.png", b"\x89PNG broken")), "image",
                 "invalid_image")
-    # bodies the SDK would never send: malformed JSON, JSON where multipart is expected
+    # bodies the SDK would never send: no prompt at all, malformed JSON, JSON for multipart
+    auth = {"Authorization": "Bearer secret"}
+    if route == "generations":
+        resp = httpx.post(f"{server}/v1/images/{route}", json={"n": 1}, headers=auth)
+    else:
+        resp = httpx.post(f"{server}/v1/images/{route}", headers=auth, data={"n": "1"},
+                          files={"image": ("i.png", SOURCE, "image/png")})
+    if route != "variations":
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "prompt", resp.text
+    else:  # variations take no prompt
+        assert resp.status_code == 200 and httpx.get(resp.json()["data"][0]["url"]).content
     resp = httpx.post(f"{server}/v1/images/{route}", content=b"{nope",
                       headers={"Authorization": "Bearer secret",
                                "Content-Type": "application/json"})

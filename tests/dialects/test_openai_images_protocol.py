@@ -120,7 +120,8 @@ def test_gif_and_svg_options_are_refused(fields, param):
 ])
 def test_the_answer_echoes_quality_and_the_end_user(fields, want):
     assert ImageGenerateRequest(prompt="x", **fields).echo() == want
-    assert ImageVariationRequest(user="u").echo() == {"safety_identifier": "u"}
+    assert ImageVariationRequest(user="u").echo() == {"quality": "medium",
+                                                      "safety_identifier": "u"}
 
 
 @pytest.mark.parametrize("fields,param", [

@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import FieldError, Unsupported, ValidationFailed
-from shared.generation import GenerationRequest, IPAdapterRef, Mode, OutputFormat
+from shared.generation import MAX_SEED, GenerationRequest, IPAdapterRef, Mode, OutputFormat
 
 # OpenAI's own model names are served by the configured default model: an app that only changes
 # base_url keeps its `model=` argument. Prefixes, so newer OpenAI names keep working too.
@@ -96,9 +96,17 @@ class _ImagesRequest(BaseModel):
     size: str | None = None
     user: str | None = None  # no effect on the image; echoed as safety_identifier
 
+    # -- sdgate's own, not OpenAI's (the openai package sends it in extra_body) ---------------
+    seed: int | None = Field(None, ge=-1, le=MAX_SEED)  # None / -1: random; image i: seed + i
+
     def echo(self) -> dict:
-        """What the response repeats of the request: the end user's identifier, as upstream."""
-        return {"safety_identifier": self.user or None}
+        """What the response repeats of the request: the quality rendered at (variations: the
+        default steps) and the end user's identifier, as upstream."""
+        return {"quality": QUALITY_ECHO[None], "safety_identifier": self.user or None}
+
+    def seed_value(self) -> int:
+        """GenerationRequest's seed: -1 (random) unless sdgate's `seed` extension was sent."""
+        return -1 if self.seed is None else self.seed
 
     def response_kind(self) -> ResponseFormat:
         """url unless asked, except for GPT image models, which upstream answer in b64_json."""
@@ -155,6 +163,7 @@ class _PromptedRequest(_ImagesRequest):
         """GenerationRequest fields these options set (defaults stay GenerationRequest's)."""
         self.refuse_unsupported()
         out = dict(model=sdgate_model(self.model), prompt=self.prompt, num_images=self.n or 1,
+                   seed=self.seed_value(),
                    output_format=OutputFormat(self.output_format or "png"),
                    output_quality=self.output_compression,
                    # moderation "auto" (OpenAI's default): screen with the safety checker when
@@ -220,4 +229,5 @@ class ImageVariationRequest(_ImagesRequest):
         width, height = parse_size(self.size, fit_size(*image_size))
         return GenerationRequest(mode=Mode.img2img, model=sdgate_model(self.model), prompt="",
                                  width=width, height=height, num_images=self.n or 1,
-                                 init_image=image, strength=VARIATION_STRENGTH)
+                                 seed=self.seed_value(), init_image=image,
+                                 strength=VARIATION_STRENGTH)
