@@ -5,16 +5,15 @@ tiny random-weight SDXL / SD3 / Flux models generating through the engine and tw
 from __future__ import annotations
 
 import base64
-import io
 import json
-import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from shared.engine import families
 from shared.engine.tiny_families import TINY_FAMILIES, write_keys_checkpoint, write_tiny_family
+from tests.engine.family_assets import INIT, MASK, alpha_mask, pixels, png, scheduler_variant
+from tests.engine.family_assets import family_client as api_client
 
 # Names say nothing of the family: detection must come from the files.
 NAMES = {"sdxl": "model-a", "sdxl-refiner": "model-b", "sd3": "model-c", "flux-dev": "model-d",
@@ -35,13 +34,7 @@ def family_dir(tmp_path_factory, models_dir):
                   "timestep_spacing": "trailing"},
     }
     for kind, change in variants.items():
-        out = shutil.copytree(models_dir / "tiny-sd", root / NAMES[kind])
-        cfg_path = out / "scheduler" / "scheduler_config.json"
-        cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), **change}))
-        if "_class_name" in change:  # the loader builds the class model_index.json names
-            index = json.loads((out / "model_index.json").read_text())
-            index["scheduler"] = ["diffusers", change["_class_name"]]
-            (out / "model_index.json").write_text(json.dumps(index))
+        scheduler_variant(models_dir / "tiny-sd", root / NAMES[kind], change)
     return root
 
 
@@ -51,23 +44,6 @@ def family_engine(family_dir):
     from shared.engine.registry import ModelRegistry
 
     return Engine(ModelRegistry(family_dir, default=NAMES["sd3"]), max_loaded=2)
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
-INIT = Image.new("RGB", (64, 64), (200, 40, 40))
-MASK = Image.new("L", (64, 64), 0)
-MASK.paste(255, (16, 16, 48, 48))
-
-
-def _pixels(data: bytes) -> np.ndarray:
-    a = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)
-    assert np.isfinite(a).all() and a.std() > 1.0, "blank or constant image"
-    return a
 
 
 # -- detection -----------------------------------------------------------------------------------
@@ -153,9 +129,9 @@ def _request(kind: str, mode: str = "txt2img", **kw):
 
     extra = {"seed": 7, "prompt": "a red cat"}
     if mode != "txt2img":
-        extra.update(init_image=_png(INIT), strength=0.6)
+        extra.update(init_image=png(INIT), strength=0.6)
     if mode == "inpaint":
-        extra["mask"] = _png(MASK)
+        extra["mask"] = png(MASK)
     return GenerationRequest(**{"model": NAMES[kind], "width": 64, "height": 64, "steps": 2,
                                 "mode": mode, **extra, **kw})
 
@@ -166,7 +142,7 @@ def test_each_family_generates_each_mode(family_engine, kind, mode):
     result = family_engine.generate(_request(kind, mode))
     image = result.images[0]
     assert (image.width, image.height) == (64, 64)
-    a = _pixels(image.data)
+    a = pixels(image.data)
     if mode == "inpaint":  # outside the mask the init picture is kept
         outside = np.asarray(MASK) == 0
         assert np.abs(a[outside] - np.array(INIT.getpixel((0, 0)))).mean() < 25
@@ -176,13 +152,13 @@ def test_seeds_reproduce_and_differ(family_engine):
     a = family_engine.generate(_request("flux-dev")).images[0].data
     b = family_engine.generate(_request("flux-dev")).images[0].data
     c = family_engine.generate(_request("flux-dev", seed=8)).images[0].data
-    assert _pixels(a).tolist() == _pixels(b).tolist()
-    assert np.abs(_pixels(a) - _pixels(c)).mean() > 1
+    assert pixels(a).tolist() == pixels(b).tolist()
+    assert np.abs(pixels(a) - pixels(c)).mean() > 1
 
 
 def test_subseed_variation_works_on_packed_flux_latents(family_engine):
-    plain = _pixels(family_engine.generate(_request("flux-schnell")).images[0].data)
-    varied = _pixels(family_engine.generate(
+    plain = pixels(family_engine.generate(_request("flux-schnell")).images[0].data)
+    varied = pixels(family_engine.generate(
         _request("flux-schnell", subseed=3, subseed_strength=0.5)).images[0].data)
     assert np.abs(plain - varied).mean() > 0.5
 
@@ -190,7 +166,7 @@ def test_subseed_variation_works_on_packed_flux_latents(family_engine):
 def test_sd2_v_prediction_and_distilled_sd1_generate(family_engine):
     for kind in ("sd2-v", "lcm", "turbo"):
         loaded = family_engine.warm(NAMES[kind])
-        _pixels(family_engine.generate(_request(kind, sampler=None)).images[0].data)
+        pixels(family_engine.generate(_request(kind, sampler=None)).images[0].data)
     assert family_engine.warm(NAMES["sd2-v"]).pipe.scheduler.config.prediction_type == \
         "v_prediction"
     assert type(loaded.pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
@@ -200,7 +176,7 @@ def test_sd2_v_prediction_and_distilled_sd1_generate(family_engine):
 def test_the_refiner_refines_but_draws_nothing_from_text(family_engine):
     from shared.errors import Unsupported
 
-    _pixels(family_engine.generate(_request("sdxl-refiner", "img2img")).images[0].data)
+    pixels(family_engine.generate(_request("sdxl-refiner", "img2img")).images[0].data)
     with pytest.raises(Unsupported, match="txt2img"):
         family_engine.generate(_request("sdxl-refiner"))
 
@@ -241,26 +217,14 @@ def test_sd3_without_t5_generates(tmp_path):
     eng = Engine(ModelRegistry(tmp_path), max_loaded=1)
     assert eng.registry.resolve("no-t5").family == "sd3"
     req = _request("sd3").model_copy(update={"model": "no-t5"})
-    _pixels(eng.generate(req).images[0].data)
+    pixels(eng.generate(req).images[0].data)
 
 
 # -- two API shapes, both backends ---------------------------------------------------------------
 @pytest.fixture(params=["local", "remote"])
 def family_client(request, family_dir, family_engine, make_settings, monkeypatch):
-    """A TestClient on the family models, as the make_app fixture builds its apps."""
-    from fastapi.testclient import TestClient
-
-    from shared.app import create_app
-    from shared.backend import LocalBackend
-    from shared.storage import make_storage
-    from tests.conftest import gpu_class_backend
-
-    settings = make_settings(models_dir=family_dir, default_model=NAMES["sd3"])
-    if request.param == "remote":
-        app = create_app(settings, gpu_class_backend(settings, monkeypatch))
-    else:
-        app = create_app(settings, LocalBackend(family_engine, make_storage(settings)))
-    with TestClient(app) as c:
+    with api_client(request.param, family_dir, family_engine, NAMES["sd3"], make_settings,
+                    monkeypatch) as c:
         yield c
 
 
@@ -277,18 +241,18 @@ def test_a1111_txt2img_img2img_inpaint(family_client, kind):
             "override_settings": {"sd_model_checkpoint": NAMES[kind]}}
     r = family_client.post("/sdapi/v1/txt2img", json=base)
     assert r.status_code == 200, r.text
-    _pixels(base64.b64decode(r.json()["images"][0]))
+    pixels(base64.b64decode(r.json()["images"][0]))
     assert json.loads(r.json()["info"])["sd_model_name"] == NAMES[kind]
-    init = base64.b64encode(_png(INIT)).decode()
+    init = base64.b64encode(png(INIT)).decode()
     r = family_client.post("/sdapi/v1/img2img", json={**base, "init_images": [init],
                                                       "denoising_strength": 0.6})
     assert r.status_code == 200, r.text
-    _pixels(base64.b64decode(r.json()["images"][0]))
+    pixels(base64.b64decode(r.json()["images"][0]))
     r = family_client.post("/sdapi/v1/img2img", json={
         **base, "init_images": [init], "denoising_strength": 0.8,
-        "mask": base64.b64encode(_png(MASK)).decode()})
+        "mask": base64.b64encode(png(MASK)).decode()})
     assert r.status_code == 200, r.text
-    out = _pixels(base64.b64decode(r.json()["images"][0]))
+    out = pixels(base64.b64decode(r.json()["images"][0]))
     assert np.abs(out[np.asarray(MASK) == 0] - np.array((200, 40, 40))).mean() < 25
 
 
@@ -308,21 +272,15 @@ def test_openai_generations_and_edits(family_client, kind):
         "model": NAMES[kind], "prompt": "a red cat", "size": "64x64",
         "response_format": "b64_json"})
     assert r.status_code == 200, r.text
-    _pixels(base64.b64decode(r.json()["data"][0]["b64_json"]))
+    pixels(base64.b64decode(r.json()["data"][0]["b64_json"]))
     r = family_client.post("/v1/images/edits", data={
         "model": NAMES[kind], "prompt": "a red cat", "size": "64x64",
         "response_format": "b64_json"}, files={
-        "image": ("i.png", _png(INIT), "image/png"),
-        "mask": ("m.png", _png(_alpha_mask()), "image/png")})
+        "image": ("i.png", png(INIT), "image/png"),
+        "mask": ("m.png", png(alpha_mask()), "image/png")})
     assert r.status_code == 200, r.text
-    _pixels(base64.b64decode(r.json()["data"][0]["b64_json"]))
+    pixels(base64.b64decode(r.json()["data"][0]["b64_json"]))
 
-
-def _alpha_mask() -> Image.Image:
-    """OpenAI's mask: transparent where to edit."""
-    m = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
-    m.paste((0, 0, 0, 0), (16, 16, 48, 48))
-    return m
 
 
 def test_openai_refusal_in_its_own_shape(family_client):
@@ -336,21 +294,21 @@ def test_openai_refusal_in_its_own_shape(family_client):
 def test_the_refiner_finishes_what_the_base_began(family_engine):
     from shared.generation import Refiner
 
-    plain = _pixels(family_engine.generate(_request("sdxl", steps=4)).images[0].data)
+    plain = pixels(family_engine.generate(_request("sdxl", steps=4)).images[0].data)
     req = _request("sdxl", steps=4, refiner=Refiner(model=NAMES["sdxl-refiner"], switch_at=0.5))
     result = family_engine.generate(req)
-    refined = _pixels(result.images[0].data)
+    refined = pixels(result.images[0].data)
     assert refined.shape == plain.shape == (64, 64, 3)
     assert np.abs(refined - plain).mean() > 1  # the refiner's steps changed the picture
     assert "Refiner: model-b, Refiner switch at: 0.5" in result.images[0].infotext
-    again = _pixels(family_engine.generate(req).images[0].data)
+    again = pixels(family_engine.generate(req).images[0].data)
     assert (again == refined).all()  # seeded end to end
     later = _request("sdxl", steps=4, refiner=Refiner(model=NAMES["sdxl-refiner"],
                                                       switch_at=0.75))
-    assert np.abs(_pixels(family_engine.generate(later).images[0].data) - refined).sum() > 0
+    assert np.abs(pixels(family_engine.generate(later).images[0].data) - refined).sum() > 0
     img2img = _request("sdxl", "img2img", steps=4,
                        refiner=Refiner(model=NAMES["sdxl-refiner"], switch_at=0.5))
-    _pixels(family_engine.generate(img2img).images[0].data)
+    pixels(family_engine.generate(img2img).images[0].data)
 
 
 def test_the_refiner_inpaints_inside_the_mask_only(family_engine):
@@ -359,8 +317,8 @@ def test_the_refiner_inpaints_inside_the_mask_only(family_engine):
     plain = _request("sdxl", "inpaint", steps=4, strength=0.9)
     refined = plain.model_copy(update={"refiner": Refiner(model=NAMES["sdxl-refiner"],
                                                           switch_at=0.5)})
-    a = _pixels(family_engine.generate(plain).images[0].data)
-    b = _pixels(family_engine.generate(refined).images[0].data)
+    a = pixels(family_engine.generate(plain).images[0].data)
+    b = pixels(family_engine.generate(refined).images[0].data)
     outside = np.asarray(MASK) == 0
     assert np.abs(a - b)[~outside].mean() > 1  # the refiner's steps changed the masked part
     assert np.abs(b[outside] - np.array(INIT.getpixel((0, 0)))).mean() < 25  # not the rest
@@ -388,12 +346,12 @@ def test_a1111_refiner_checkpoint(family_client):
     refined = family_client.post("/sdapi/v1/txt2img", json={
         **base, "refiner_checkpoint": NAMES["sdxl-refiner"], "refiner_switch_at": 0.5})
     assert plain.status_code == refined.status_code == 200, refined.text
-    a, b = (_pixels(base64.b64decode(r.json()["images"][0])) for r in (plain, refined))
+    a, b = (pixels(base64.b64decode(r.json()["images"][0])) for r in (plain, refined))
     assert a.shape == b.shape and np.abs(a - b).mean() > 1
     assert "Refiner switch at: 0.5" in refined.json()["info"]
     unchanged = family_client.post("/sdapi/v1/txt2img", json={
         **base, "refiner_checkpoint": "None", "refiner_switch_at": 0.5})
-    assert (_pixels(base64.b64decode(unchanged.json()["images"][0])) == a).all()
+    assert (pixels(base64.b64decode(unchanged.json()["images"][0])) == a).all()
     r = family_client.post("/sdapi/v1/txt2img", json={**base, "refiner_checkpoint": "ghost",
                                                       "refiner_switch_at": 0.8})
     assert r.status_code == 404 and set(r.json()) == {"error", "detail", "body", "errors"}

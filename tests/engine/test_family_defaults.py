@@ -7,15 +7,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from shared.engine import families
 from shared.generation import GenerationRequest, Mode
 from shared.infotext import parse_infotext
+from tests.engine.family_assets import family_client, pixels, png, scheduler_variant
 
 # Names say nothing of the kind: defaults come from the detected family / scheduler config.
 NAMES = {"schnell": "m-one", "flux-dev": "m-two", "turbo": "m-three", "lightning": "m-four",
@@ -35,12 +34,7 @@ def defaults_dir(tmp_path_factory, models_dir):
     write_tiny_family("flux-schnell", root / NAMES["schnell"])
     write_tiny_family("flux-dev", root / NAMES["flux-dev"])
     for kind, change in SCHEDULERS.items():
-        out = shutil.copytree(models_dir / "tiny-sd", root / NAMES[kind])
-        cfg = out / "scheduler" / "scheduler_config.json"
-        cfg.write_text(json.dumps({**json.loads(cfg.read_text()), **change}))
-        index = json.loads((out / "model_index.json").read_text())
-        index["scheduler"] = ["diffusers", change["_class_name"]]
-        (out / "model_index.json").write_text(json.dumps(index))
+        scheduler_variant(models_dir / "tiny-sd", root / NAMES[kind], change)
     return root
 
 
@@ -50,18 +44,6 @@ def defaults_engine(defaults_dir):
     from shared.engine.registry import ModelRegistry
 
     return Engine(ModelRegistry(defaults_dir, default=NAMES["turbo"]), max_loaded=5)
-
-
-def _pixels(data: bytes) -> np.ndarray:
-    a = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)
-    assert np.isfinite(a).all() and a.std() > 1.0, "blank or constant image"
-    return a
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
 
 
 class _Calls:
@@ -143,7 +125,7 @@ def test_engine_runs_the_cards_steps_when_unset(defaults_engine, kind, steps, gu
     assert (result.steps, result.guidance, result.sampler) == (steps, guidance, scheduler)
     assert set(result.model_defaults) == {"steps", "guidance", "sampler"}
     image = result.images[0]
-    _pixels(image.data)
+    pixels(image.data)
     params = parse_infotext(image.infotext)
     assert (params["Steps"], float(params["CFG scale"]), params["Sampler"]) == (
         str(steps), guidance, scheduler)
@@ -173,30 +155,19 @@ def test_flux_dev_takes_its_guidance_when_unset(defaults_engine):
 
 
 def test_turbo_img2img_keeps_a_denoising_step(defaults_engine):
-    init = _png(Image.new("RGB", (64, 64), (200, 40, 40)))
+    init = png(Image.new("RGB", (64, 64), (200, 40, 40)))
     result = defaults_engine.generate(GenerationRequest(
         model=NAMES["turbo"], prompt="a red cat", width=64, height=64, seed=5,
         mode=Mode.img2img, init_image=init, strength=0.5))
     assert result.steps == 2
-    _pixels(result.images[0].data)
+    pixels(result.images[0].data)
 
 
 # -- API shapes ----------------------------------------------------------------------------------
 @pytest.fixture(params=["local", "remote"])
 def defaults_client(request, defaults_dir, defaults_engine, make_settings, monkeypatch):
-    from fastapi.testclient import TestClient
-
-    from shared.app import create_app
-    from shared.backend import LocalBackend
-    from shared.storage import make_storage
-    from tests.conftest import gpu_class_backend
-
-    settings = make_settings(models_dir=defaults_dir, default_model=NAMES["turbo"])
-    if request.param == "remote":
-        app = create_app(settings, gpu_class_backend(settings, monkeypatch))
-    else:
-        app = create_app(settings, LocalBackend(defaults_engine, make_storage(settings)))
-    with TestClient(app) as c:
+    with family_client(request.param, defaults_dir, defaults_engine, NAMES["turbo"],
+                       make_settings, monkeypatch) as c:
         yield c
 
 
@@ -206,7 +177,7 @@ def test_a1111_unset_steps_and_cfg_take_the_cards(defaults_client):
     r = defaults_client.post("/sdapi/v1/txt2img", json=base)
     assert r.status_code == 200, r.text
     body = r.json()
-    _pixels(base64.b64decode(body["images"][0]))
+    pixels(base64.b64decode(body["images"][0]))
     info = json.loads(body["info"])
     assert (info["steps"], info["cfg_scale"]) == (4, 0.0)
     assert (body["parameters"]["steps"], body["parameters"]["cfg_scale"]) == (4, 0.0)
@@ -234,13 +205,13 @@ def test_a1111_on_an_sd1_model_keeps_upstreams_defaults():
 
 
 def test_a1111_turbo_img2img_with_unset_steps(defaults_client):
-    init = base64.b64encode(_png(Image.new("RGB", (64, 64), (200, 40, 40)))).decode()
+    init = base64.b64encode(png(Image.new("RGB", (64, 64), (200, 40, 40)))).decode()
     r = defaults_client.post("/sdapi/v1/img2img", json={
         "prompt": "a red cat", "width": 64, "height": 64, "seed": 3, "init_images": [init],
         "denoising_strength": 0.5,
         "override_settings": {"sd_model_checkpoint": NAMES["turbo"]}})
     assert r.status_code == 200, r.text
-    _pixels(base64.b64decode(r.json()["images"][0]))
+    pixels(base64.b64decode(r.json()["images"][0]))
     assert json.loads(r.json()["info"])["steps"] == 2
 
 
@@ -250,7 +221,7 @@ def test_openai_generation_on_schnell_runs_four_steps(defaults_client):
         "response_format": "b64_json"})
     assert r.status_code == 200, r.text
     data = base64.b64decode(r.json()["data"][0]["b64_json"])
-    _pixels(data)
+    pixels(data)
     params = parse_infotext(Image.open(io.BytesIO(data)).info["parameters"])
     assert (params["Steps"], params["CFG scale"]) == ("4", "0.0")
 
@@ -263,4 +234,4 @@ def test_modelslab_blank_steps_take_the_cards(defaults_client):
     assert out["status"] == "success", out
     assert (out["meta"]["steps"], out["meta"]["guidance_scale"]) == (1, 0.0)
     png = defaults_client.get(out["output"][0].replace("http://testserver", ""))
-    _pixels(png.content)
+    pixels(png.content)

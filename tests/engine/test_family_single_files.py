@@ -7,16 +7,15 @@ as a folder, through the engine, A1111 and OpenAI."""
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from shared.engine import families
 from shared.engine.tiny_families import write_single_file, write_tiny_family
 from shared.engine.tiny_ldm import LDM_KINDS, write_ldm_single_file
 from shared.generation import GenerationRequest, Mode
+from tests.engine.family_assets import INIT, MASK, alpha_mask, family_client, pixels, png
 
 KINDS = ("sd3", "flux-dev", "flux-schnell", "sd1", "sdxl")
 FILE = {"sd3": "file-a", "flux-dev": "file-b", "flux-schnell": "file-c", "sd1": "file-d",
@@ -46,21 +45,6 @@ def single_engine(single_dir):
     return Engine(ModelRegistry(single_dir, default=FILE["sd3"]), max_loaded=len(KINDS) * 2)
 
 
-def _pixels(data: bytes) -> np.ndarray:
-    a = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)
-    assert np.isfinite(a).all() and a.std() > 1.0, "blank or constant image"
-    return a
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
-INIT = Image.new("RGB", (64, 64), (200, 40, 40))
-MASK = Image.new("L", (64, 64), 0)
-MASK.paste(255, (16, 16, 48, 48))
 
 
 def test_diffusers_configs_repos_agree():
@@ -138,16 +122,16 @@ def test_single_file_draws_what_the_folder_draws(single_engine, kind, mode):
     def run(name):
         extra = {}
         if mode != "txt2img":
-            extra.update(init_image=_png(INIT), strength=0.6)
+            extra.update(init_image=png(INIT), strength=0.6)
         if mode == "inpaint":
-            extra["mask"] = _png(MASK)
+            extra["mask"] = png(MASK)
         return single_engine.generate(GenerationRequest(
             model=name, prompt="a red cat", width=64, height=64, steps=2, seed=9,
             mode=Mode(mode), **extra)).images[0].data
 
-    one = _pixels(run(FILE[kind]))
+    one = pixels(run(FILE[kind]))
     assert single_engine.warm(FILE[kind]).info.single_file
-    other = _pixels(run(FOLDER[kind]))
+    other = pixels(run(FOLDER[kind]))
     if kind in LDM_KINDS:
         # the weights are bitwise the folder's (test below); a tensor's memory alignment (the
         # folder's are mmapped at odd offsets) picks another BLAS kernel, which can round one
@@ -212,19 +196,8 @@ def test_a_single_file_without_configs_is_refused_clearly(tmp_path, monkeypatch)
 # -- two API shapes ------------------------------------------------------------------------------
 @pytest.fixture(params=["local", "remote"])
 def single_client(request, single_dir, single_engine, make_settings, monkeypatch):
-    from fastapi.testclient import TestClient
-
-    from shared.app import create_app
-    from shared.backend import LocalBackend
-    from shared.storage import make_storage
-    from tests.conftest import gpu_class_backend
-
-    settings = make_settings(models_dir=single_dir, default_model=FILE["sd3"])
-    if request.param == "remote":
-        app = create_app(settings, gpu_class_backend(settings, monkeypatch))
-    else:
-        app = create_app(settings, LocalBackend(single_engine, make_storage(settings)))
-    with TestClient(app) as c:
+    with family_client(request.param, single_dir, single_engine, FILE["sd3"], make_settings,
+                       monkeypatch) as c:
         yield c
 
 
@@ -237,13 +210,13 @@ def test_a1111_lists_and_draws_single_files(single_client):
                 "override_settings": {"sd_model_checkpoint": FILE[kind]}}
         r = single_client.post("/sdapi/v1/txt2img", json=base)
         assert r.status_code == 200, r.text
-        _pixels(base64.b64decode(r.json()["images"][0]))
-        init = base64.b64encode(_png(INIT)).decode()
+        pixels(base64.b64decode(r.json()["images"][0]))
+        init = base64.b64encode(png(INIT)).decode()
         r = single_client.post("/sdapi/v1/img2img", json={
             **base, "init_images": [init], "denoising_strength": 0.8,
-            "mask": base64.b64encode(_png(MASK)).decode()})
+            "mask": base64.b64encode(png(MASK)).decode()})
         assert r.status_code == 200, r.text
-        out = _pixels(base64.b64decode(r.json()["images"][0]))
+        out = pixels(base64.b64decode(r.json()["images"][0]))
         assert np.abs(out[np.asarray(MASK) == 0] - np.array((200, 40, 40))).mean() < 25
 
 
@@ -253,19 +226,12 @@ def test_openai_draws_single_files(single_client):
             "model": FILE[kind], "prompt": "a red cat", "size": "64x64",
             "response_format": "b64_json"})
         assert r.status_code == 200, r.text
-        _pixels(base64.b64decode(r.json()["data"][0]["b64_json"]))
+        pixels(base64.b64decode(r.json()["data"][0]["b64_json"]))
         r = single_client.post("/v1/images/edits", data={
             "model": FILE[kind], "prompt": "a red cat", "size": "64x64",
             "response_format": "b64_json"}, files={
-            "image": ("i.png", _png(INIT), "image/png"),
-            "mask": ("m.png", _png(_alpha_mask()), "image/png")})
+            "image": ("i.png", png(INIT), "image/png"),
+            "mask": ("m.png", png(alpha_mask()), "image/png")})
         assert r.status_code == 200, r.text
-        out = _pixels(base64.b64decode(r.json()["data"][0]["b64_json"]))
+        out = pixels(base64.b64decode(r.json()["data"][0]["b64_json"]))
         assert np.abs(out[np.asarray(MASK) == 0] - np.array((200, 40, 40))).mean() < 25
-
-
-def _alpha_mask() -> Image.Image:
-    """OpenAI's mask: transparent where to edit."""
-    m = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
-    m.paste((0, 0, 0, 0), (16, 16, 48, 48))
-    return m
