@@ -26,6 +26,7 @@ MODULES: dict[str, str] = {
     "face_swap": "shared.engine.faces.swap",
     "face_restore": "shared.engine.faces.restore",
     "translate": "shared.engine.translator",
+    "enhance_prompt": "shared.engine.prompt_enhancer",
     "adetailer": "shared.engine.adetailer",
     "interrogate": "shared.engine.interrogator",
 }

@@ -13,7 +13,7 @@ import time
 import anyio
 from fastapi import APIRouter, Request
 
-from shared import postprocess
+from shared import postprocess, prompt_enhance
 from shared.accounts import metering
 from shared.backend import planned_urls, store_result
 from shared.dialects.base import backend, body, check_key, dialect_route, header_key, owner, read_fields
@@ -34,6 +34,7 @@ from shared.images import b64decode_strict, check_image
 from shared.jobs import Job
 from shared.netguard import Guard, check_url, fetch
 from shared.postprocess import UpscaleRequest
+from shared.prompt_enhance import EnhancePromptRequest
 from shared.translation import TranslateRequest
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -161,13 +162,19 @@ class ModelsLab(Dialect):
                 be.registry.extra_files, EMBEDDINGS_DIR, EMBEDDING_SUFFIXES))
         if req.multi_lingual:
             req = call.parsed = await _translated(be, req)
+        suffix = settings.enhance_prompt_suffix
+        if req.enhance_prompt and await anyio.to_thread.run_sync(prompt_enhance.installed,
+                                                                 be.registry.root):
+            out = await be.op("enhance_prompt", EnhancePromptRequest(prompt=req.prompt))
+            req = call.parsed = req.model_copy(update={"prompt": out.prompt})
+            suffix = ""  # the prompt model's continuation instead of the fixed terms
         guard = Guard.from_settings(settings)
         if req.webhook:
             await check_url(req.webhook, guard, "webhook")
         images = {name: await _image(value, field, guard, settings.max_image_pixels)
                   for name, (field, value) in req.image_inputs().items()}
         # the models folder: ControlNets and IP-Adapters on disk
-        return req.to_internal(req.model_id, settings.enhance_prompt_suffix, upscaler,
+        return req.to_internal(req.model_id, suffix, upscaler,
                                root=be.registry.root, **images)
 
     async def execute(self, call: Call) -> Job:
