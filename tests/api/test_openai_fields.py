@@ -123,3 +123,27 @@ def test_streaming_an_edit_through_the_sdk_iterator(oai):
     final = events[-1]
     assert decoded(final).size == (64, 64) and final.safety_identifier == "u-1"
     assert final.usage.input_tokens_details.image_tokens == 1 and final.quality == "low"
+
+
+def test_an_engine_refusal_is_a_4xx_even_when_streaming(oai):
+    # the engine refuses the unknown LoRA before denoising: the stream has not started yet
+    with pytest.raises(openai.NotFoundError) as e:
+        list(oai.images.generate(model="gpt-image-1", prompt="a cat <lora:no-such-lora:0.8>",
+                                 size="64x64", quality="low", stream=True, partial_images=1))
+    assert "no-such-lora" in e.value.message
+
+
+def test_a_failure_after_the_stream_started_is_an_error_event(make_settings, engine,
+                                                              flag_everything):
+    # the safety checker runs after denoising: by then the stream is open, so the SDK's
+    # iterator raises APIError from the `error` event, with OpenAI's error body
+    with running(local_app(make_settings(), engine)) as url:
+        c = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
+        stream = c.images.generate(model="gpt-image-1", prompt="a cat", size="64x64",
+                                   quality="low", stream=True, partial_images=1)
+        seen = []
+        with pytest.raises(openai.APIError) as e:
+            for event in stream:
+                seen.append(event.type)
+        assert seen == ["image_generation.partial_image"]  # the preview came before the check
+        assert e.value.body["code"] == "moderation_blocked"

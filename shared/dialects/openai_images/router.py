@@ -164,7 +164,7 @@ class OpenAIImages(Dialect):
         req = call.parsed
         size = call.extra.get("input_size")
         if getattr(req, "stream", False):
-            return _stream(call.request, call.internal, req, size)
+            return await _stream(call.request, call.internal, req, size)
         return await _respond(call.request, call.internal, req.response_kind(), size, req.echo())
 
     def render(self, call: Call, result) -> dict | StreamingResponse:
@@ -189,17 +189,26 @@ def _sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _stream(request: Request, internal: GenerationRequest, req,
-            input_size: tuple[int, int] | None) -> StreamingResponse:
+async def _stream(request: Request, internal: GenerationRequest, req,
+                  input_size: tuple[int, int] | None) -> StreamingResponse:
     """stream: true: `<events>.partial_image` events as the engine keeps previews of its latents,
     then `<events>.completed` (the openai SDK's ImageGenStreamEvent / ImageEditStreamEvent;
     `events` is image_generation or image_edit)."""
     kind, echo = req.events, req.echo()
     common = {"background": "opaque", "output_format": internal.output_format.value,
               "quality": echo["quality"], "size": f"{internal.width}x{internal.height}"}
+    work = asyncio.ensure_future(_respond(request, internal, "b64_json", input_size))
+    # The status line waits until the engine has begun denoising: what it refuses before that
+    # (an unknown LoRA, no fitting IP-Adapter, ...) is still a 4xx, not an error event.
+    while not work.done():
+        task = await TASKS.aget(internal.task_id, owner(request))
+        if task is not None and task.started is not None:
+            break
+        await asyncio.sleep(0.05)
+    if work.done() and work.exception() is not None:
+        raise work.exception()
 
     async def events():
-        work = asyncio.ensure_future(_respond(request, internal, "b64_json", input_size))
         sent = 0
         while True:
             finished = work.done()
