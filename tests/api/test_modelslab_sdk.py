@@ -1,11 +1,13 @@
 """ModelsLab's official Python SDK (`modelslab_py`, PyPI) against a live sdgate: only its base URL
 changed. Its Community API posts to /api/v6/images/{text2img,img2img,inpaint,controlnet} and
-fetches /api/v6/images/fetch/{id}; Image_editing posts /api/v6/image_editing/super_resolution and
+fetches /api/v6/images/fetch/{id}; Realtime posts /api/v6/realtime/{text2img,img2img} and fetches
+/api/v6/realtime/fetch/{id}; Image_editing posts /api/v6/image_editing/super_resolution and
 fetches /api/v6/image_editing/fetch/{id}."""
 
 from __future__ import annotations
 
 import base64
+import warnings
 
 import httpx
 import numpy as np
@@ -16,12 +18,15 @@ from tests.engine.test_upscalers import picture, write_upscalers
 from tests.http_helpers import b64png, fetch_png
 
 pytest.importorskip("modelslab_py")
-from modelslab_py.core.apis.community import Community  # noqa: E402
-from modelslab_py.core.apis.image_editing import Image_editing  # noqa: E402
-from modelslab_py.core.client import Client  # noqa: E402
-from modelslab_py.schemas.community import (ControlNet, Image2Image, Inpainting,  # noqa: E402
-                                            Text2Image)
-from modelslab_py.schemas.image_editing import SuperResolutionSchema  # noqa: E402
+with warnings.catch_warnings():  # its schemas use pydantic v1 idioms (json_encoders, .dict())
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from modelslab_py.core.apis.community import Community
+    from modelslab_py.core.apis.image_editing import Image_editing
+    from modelslab_py.core.apis.realtime import Realtime
+    from modelslab_py.core.client import Client
+    from modelslab_py.schemas.community import ControlNet, Image2Image, Inpainting, Text2Image
+    from modelslab_py.schemas.image_editing import SuperResolutionSchema
+    from modelslab_py.schemas.realtime import RealtimeImage2ImageSchema, RealtimeText2ImageSchema
 
 # the SDK calls pydantic's deprecated .dict(); its warning is not ours
 pytestmark = pytest.mark.filterwarnings("ignore:The `dict` method is deprecated")
@@ -104,3 +109,19 @@ def test_sdk_super_resolution_and_its_fetch(sdk):
     # the SDK's own default model_id, "ultra_resolution", has no public weights: refused by name
     refused = api.super_resolution(SuperResolutionSchema(init_image=src))
     assert refused["status"] == "error" and "ultra_resolution" in refused["message"]["model_id"][0]
+
+
+def test_sdk_realtime_text2img_img2img_and_fetch(sdk):
+    """Realtime: no model_id (the server's default model), fetch at /api/v6/realtime/fetch/{id}."""
+    api = Realtime(client=sdk)
+    small = dict(width=64, height=64, samples=1, num_inference_steps=2, seed=9, base64=False)
+    out = api.text_to_image(RealtimeText2ImageSchema(prompt="a boat", enhance_prompt="no",
+                                                     **small))
+    assert out["status"] == "success", out
+    assert image(out["output"][0]).shape == (64, 64, 3) and out["meta"]["model"] == "tiny-sd"
+    assert api.fetch(str(out["id"]))["output"] == out["output"]
+    i2i = api.image_to_image(RealtimeImage2ImageSchema(prompt="a boat", init_image=b64png(),
+                                                       strength=0.5, enhance_prompt="no",
+                                                       **small))
+    assert i2i["status"] == "success", i2i
+    assert image(i2i["output"][0]).shape == (64, 64, 3) and i2i["meta"]["strength"] == 0.5

@@ -124,3 +124,16 @@ def test_v6_controlnet_path_the_sdk_posts_to(client, controlnet_models):
     assert pixels(client, out).std() > 1.0 and out["meta"]["controlnet_model"] == "tiny-cn"
     assert client.post(f"/api/v6/images/fetch/{out['id']}", json={}).json()["output"] == \
         out["output"]
+
+
+def test_realtime_routes_use_the_default_model_and_their_own_fetch(make_app):
+    with TestClient(make_app(sync_wait_seconds=0)) as c:
+        body = {k: v for k, v in BASE.items() if k != "model_id"}
+        out = c.post("/api/v6/realtime/text2img", json=body).json()
+        if out["status"] == "processing":
+            assert out["fetch_result"].endswith(f"/api/v6/realtime/fetch/{out['id']}")
+            out = poll(c, out["fetch_result"], {"key": ""})
+        assert out["meta"]["model"] == "tiny-sd"
+        assert pixels(c, out).std() > 1.0
+        got = c.post("/api/v6/realtime/fetch", json={"key": "", "request_id": out["id"]}).json()
+        assert got["output"] == out["output"]

@@ -122,7 +122,8 @@ def _meta(req: Text2ImgRequest, internal: GenerationRequest, job_id: str) -> dic
 
 FETCH_PATHS = {"v3": "/api/v3/fetch/{}", "v4": "/api/v4/dreambooth/fetch/{}",
                "v5": "/api/v5/fetch/{}", "v6": "/api/v6/images/fetch/{}",
-               "v6_editing": "/api/v6/image_editing/fetch/{}"}
+               "v6_editing": "/api/v6/image_editing/fetch/{}",
+               "v6_realtime": "/api/v6/realtime/fetch/{}"}
 
 
 def _fetch_url(request: Request, version: str, job_id: str) -> str:
@@ -143,7 +144,7 @@ class ModelsLab(Dialect):
 
     def parse(self, call: Call):
         req = parse(call.route.model, call.fields)
-        if call.route.options["version"] != "v3" and not req.model_id:  # v4+ name the model
+        if call.route.options["needs_model"] and not req.model_id:  # v4+ name the model
             raise ModelNotFound("Model id not found", param="model_id")
         refuse(req.refusals())
         return req
@@ -319,15 +320,17 @@ async def unknown(request: Request, rest: str):
 
 
 # -- routes, one block (all POST, as upstream) ---------------------------------------------------
-def _generation(path: str, model: type[Text2ImgRequest], version: str) -> Route:
+def _generation(path: str, model: type[Text2ImgRequest], version: str,
+                needs_model: bool = True) -> Route:
     name = getattr(model, "route_name", model.mode.value)
-    return Route(path, model, f"{version}_{name}", {"version": version})
+    return Route(path, model, f"{version}_{name}",
+                 {"version": version, "needs_model": needs_model})
 
 
 GENERATION = (
-    _generation("/api/v3/text2img", Text2ImgRequest, "v3"),
-    _generation("/api/v3/img2img", Img2ImgRequest, "v3"),
-    _generation("/api/v3/inpaint", InpaintRequest, "v3"),
+    _generation("/api/v3/text2img", Text2ImgRequest, "v3", needs_model=False),
+    _generation("/api/v3/img2img", Img2ImgRequest, "v3", needs_model=False),
+    _generation("/api/v3/inpaint", InpaintRequest, "v3", needs_model=False),
     # the old v3 dreambooth aliases: v4's bodies (model_id required) under v3 paths
     _generation("/api/v3/dreambooth", Text2ImgRequest, "v4"),
     _generation("/api/v3/dreambooth/img2img", Img2ImgRequest, "v4"),
@@ -343,6 +346,11 @@ GENERATION = (
     _generation("/api/v6/images/inpaint", InpaintRequest, "v6"),
     # ControlNet under v6 images: where the official SDK (modelslab_py Community.controlnet) posts
     _generation("/api/v6/images/controlnet", ControlNetRequest, "v6"),
+    # v6 realtime (docs.modelslab.com/image-generation/realtime-stable-diffusion; the SDK's
+    # Realtime API): no model_id, the server's default model, as v3
+    _generation("/api/v6/realtime/text2img", Text2ImgRequest, "v6_realtime", needs_model=False),
+    _generation("/api/v6/realtime/img2img", Img2ImgRequest, "v6_realtime", needs_model=False),
+    _generation("/api/v6/realtime/inpaint", InpaintRequest, "v6_realtime", needs_model=False),
 )
 ROUTES = [
     ("/api/v3/fetch", fetch_by_body),
@@ -363,6 +371,8 @@ ROUTES = [
     ("/api/v6/images/model_list", model_list),
     ("/api/v6/dreambooth/model_list", model_list),
     ("/api/v6/images/system_load", system_load),
+    ("/api/v6/realtime/fetch", fetch_by_body),
+    ("/api/v6/realtime/fetch/{job_id}", fetch_by_path),
     ("/api/v6/image_editing/fetch", fetch_by_body),
     ("/api/v6/image_editing/fetch/{job_id}", fetch_by_path),  # super resolution's fetch_result
 ]
