@@ -104,5 +104,6 @@ def create_app(settings: Settings | None = None, backend=None, job_store=None,
         return {"status": "ok", "version": __version__}
 
     app.include_router(modelslab.fallback)  # last: unknown /api/* paths in ModelsLab's error body
+    app.include_router(openai_images.fallback)  # last: unknown /v1/images/*, /v1/models paths
     app.include_router(a1111.fallback)  # last: unknown /sdapi/v1/* paths in A1111's error body
     return app

@@ -375,3 +375,14 @@ def test_models_routes(server, client):
             openai.NotFoundError)
     wrong = openai.OpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0)
     refused(lambda: wrong.models.list(), None, "invalid_api_key", openai.AuthenticationError)
+
+
+def test_unknown_paths_and_methods_are_openai_404s(server, client):
+    for method, path in (("post", "/images/upscale"), ("get", "/images/generations"),
+                         ("delete", "/models/tiny-sd"), ("post", "/models")):
+        err = refused(lambda: getattr(client, method)(path, cast_to=httpx.Response), None,
+                      "not_found", openai.NotFoundError)
+        assert err.body["message"] == f"Invalid URL ({method.upper()} /v1{path})"
+    # the other /v1 shapes keep their own routes and bodies
+    assert httpx.get(f"{server}/v1/sdapi/v1/samplers",
+                     headers={"Authorization": "Bearer secret"}).status_code == 200

@@ -1,5 +1,5 @@
 """The OpenAI Images API (`/v1/images/generations`, `/edits`, `/variations`) for its clients."""
 
-from shared.dialects.openai_images.router import router
+from shared.dialects.openai_images.router import fallback, router
 
-__all__ = ["router"]
+__all__ = ["fallback", "router"]

@@ -3,27 +3,26 @@ envelope."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import math
 import re
 import time
 
-import asyncio
-import json
-
 import anyio
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from shared.dialects.base import (backend, check_key, generate, header_key, owner, read_fields,
-                                  validate)
+from shared.dialects.base import (backend, check_key, dialect_route, generate, header_key,
+                                  owner, read_fields, validate)
 from shared.dialects.dialect import Call, Dialect, Route
 from shared.dialects.openai_images.masks import edit_mask
 from shared.dialects.openai_images.protocol import (ImageEditRequest, ImageGenerateRequest,
                                                     ImageVariationRequest, ResponseFormat,
                                                     invalid_field, sdgate_model)
-from shared.errors import (BadImage, ModelNotFound, ModerationBlocked, SdgateError,
-                           Unsupported, status_of)
+from shared.errors import (BadImage, ModelNotFound, ModerationBlocked, NotFound,
+                           SdgateError, Unsupported, status_of)
 from shared.generation import GenerationRequest
 from shared.images import open_image
 from shared.progress import TASKS
@@ -268,3 +267,16 @@ def _mtime(path) -> int:
         return int(path.stat().st_mtime)
     except OSError:
         return 0
+
+
+def _invalid_url(request: Request):
+    raise NotFound(f"Invalid URL ({request.method} {request.url.path})")
+
+
+# Every other /v1/images and /v1/models path and method answers in OpenAI's error envelope (a
+# 404 "Invalid URL", as upstream), not FastAPI's: a router of its own, which the app includes
+# after every other route, so it never shadows one (a wrong method on a known path lands here).
+fallback = APIRouter(route_class=dialect_route(render_error))
+for _path in ("/v1/images/{rest:path}", "/v1/models", "/v1/models/{rest:path}"):
+    fallback.add_api_route(_path, _invalid_url, include_in_schema=False,
+                           methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
