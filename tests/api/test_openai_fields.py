@@ -147,3 +147,22 @@ def test_a_failure_after_the_stream_started_is_an_error_event(make_settings, eng
                 seen.append(event.type)
         assert seen == ["image_generation.partial_image"]  # the preview came before the check
         assert e.value.body["code"] == "moderation_blocked"
+
+
+def test_the_async_client_streams_too(live_server):
+    import asyncio
+
+    url = live_server()
+
+    async def events():
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0,
+                                    timeout=120)
+        stream = await client.images.generate(model="gpt-image-1", prompt="a boat", size="64x64",
+                                              quality="low", stream=True, partial_images=1)
+        return [e async for e in stream]
+
+    got = asyncio.run(events())
+    assert [e.type for e in got] == ["image_generation.partial_image",
+                                     "image_generation.completed"]
+    final = np.asarray(decoded(got[-1]).convert("RGB"), dtype=float)
+    assert final.shape == (64, 64, 3) and np.isfinite(final).all() and final.std() > 0
