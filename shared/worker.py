@@ -37,6 +37,10 @@ from shared.state import State
 log = logging.getLogger(__name__)
 
 QUEUE = "gpu"  # the split topology's work queue (job ids and generation calls)
+# metered jobs whose usage record is not closed yet: any web container's watchdog takes them up,
+# so a record closes even when the container that submitted the job is gone
+UNMETERED = "jobs:unmetered"
+UNMETERED_BATCH = 50  # at most this many looked at per watchdog round
 FINAL_TTL = 8 * 24 * 3600.0  # claims outlive the jobs they guard
 POLL_SECONDS = 0.1  # how often the web tier looks at a job / call result in the store
 DEADLINE_REASON = "Job deadline exceeded"
@@ -257,6 +261,8 @@ class HandoffRunner:
         if task_id:  # the usage record's id, for on_finish once the job is final
             await self.state.aput(f"job:task:{job.id}", task_id, ttl=FINAL_TTL)
         await self.store.aput(job)
+        if task_id and self.on_finish is not None:
+            await self.state.apush(UNMETERED, job.id)
         handle = await self.launcher.hand_off(job.id)
         if handle is not None:
             stored = await self.store.aget(job.id)
@@ -370,8 +376,22 @@ class HandoffRunner:
                     job = await self.aget(job_id)  # overdue: failed and cancelled there
                     if job is None or job.status is not JobStatus.processing:
                         self._mine.discard(job_id)
+                await self._meter_unmetered()
             except Exception:  # a store hiccup must not end the watchdog
                 log.exception("job watchdog")
+
+    async def _meter_unmetered(self) -> None:
+        """Close the usage records of final jobs from the shared list (whoever submitted them);
+        jobs still running go back on it. A job read final is metered once (aget's claim)."""
+        if self.on_finish is None:
+            return
+        for _ in range(min(UNMETERED_BATCH, await self.state.aqlen(UNMETERED))):
+            job_id = await self.state.apop(UNMETERED)
+            if job_id is None:
+                return
+            job = await self.aget(job_id)
+            if job is not None and job.status is JobStatus.processing:
+                await self.state.apush(UNMETERED, job_id)
 
 
 class StateRPC:

@@ -260,3 +260,40 @@ def test_a_job_past_its_deadline_stops_consuming_the_worker(tmp_path, models_dir
         r = topo.post("/sdapi/v1/txt2img", {"prompt": "next", "width": 64, "height": 64,
                                             "steps": 2})
         assert r.status_code == 200 and pixels(r.json()["images"][0]).std() > 0
+
+
+def _usage_rows(db: Path) -> list[tuple]:
+    import sqlite3
+
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as c:
+        return c.execute("select status, images, gpu_seconds, job_id from usage").fetchall()
+
+
+def test_a_webhook_only_job_is_metered_after_its_web_container_is_gone(tmp_path, models_dir):
+    """The container that took the job dies before it ends and nobody fetches it: a later web
+    container closes its usage record from the shared list of unmetered jobs."""
+    db = tmp_path / "usage.db"
+    with receiver() as rec:
+        port = rec.url.rsplit(":", 1)[1]
+        with topology(tmp_path, models_dir, SDGATE_DATABASE_URL=f"sqlite:///{db}",
+                      SDGATE_ALLOWED_PRIVATE_HOSTS=f"127.0.0.1:{port}") as topo:
+            out = topo.post("/api/v3/text2img", {
+                "key": KA, "prompt": "metered", "width": 128, "height": 128, "samples": 2,
+                "num_inference_steps": 30, "webhook": rec.url + "/hook"}).json()
+            assert out["status"] == "processing", out
+            job = str(out["id"])
+            progress_until(topo, job, lambda p: p["state"]["sampling_step"] > 0)
+            os.kill(topo.web.pid, signal.SIGKILL)
+            topo.web.wait(timeout=30)
+            rec.wait_for(1, timeout=300)  # the worker finished the job and sent its webhook
+            assert [r[0] for r in _usage_rows(db)] == ["running"]  # nobody closed it yet
+            topo.start_web()  # a new web container, which never saw this job
+            for _ in range(600):
+                rows = _usage_rows(db)
+                if rows and rows[0][0] != "running":
+                    break
+                time.sleep(0.1)
+    (status, images, seconds, job_id), = rows
+    assert (status, images, job_id) == ("ok", 2, job) and seconds > 0
