@@ -386,3 +386,18 @@ def test_unknown_paths_and_methods_are_openai_404s(server, client):
     # the other /v1 shapes keep their own routes and bodies
     assert httpx.get(f"{server}/v1/sdapi/v1/samplers",
                      headers={"Authorization": "Bearer secret"}).status_code == 200
+
+
+def test_several_images_with_a_mask_inpaint_the_first_with_the_others_as_references(
+        client, ip_adapter_models):
+    blue = png(Image.new("RGB", (64, 64), (20, 40, 230)))
+
+    def edit(images) -> tuple[np.ndarray, str]:
+        out = call(client, "edits", image=images, mask=("m.png", holed()),
+                   extra_body={"seed": 5})
+        return np.asarray(picture(out.data[0]).convert("RGB"), dtype=float), infotext(out.data[0])
+
+    alone, text = edit([("i.png", SOURCE)])
+    with_ref, ref_text = edit([("i.png", SOURCE), ("b.png", blue)])
+    assert "Masked content" in text and "Masked content" in ref_text  # inpaints, both
+    assert np.abs(with_ref - alone).mean() > 0.5  # the reference reached the picture
