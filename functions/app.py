@@ -1,4 +1,4 @@
-"""The Modal app: its images (pinned), the weights volume, the jobs Dict and the secrets.
+"""The Modal app: its images (pinned), the weights volume, the state Dict and Queue, the secrets.
 
 Deploy-time knobs are SDGATE_* environment variables (shared/deploy.py), read here whenever
 `modal deploy -m functions.web` imports this module; docs/modal.md explains each one.
@@ -96,8 +96,9 @@ weights_image = with_source(base_image, "shared", "functions", "infra")
 
 # ## Storage and state
 #
-# Weights live in a Volume filled once by functions/weights.py; job states live in a Dict that
-# every web container shares, so a restarted container still answers for earlier jobs.
+# Weights live in a Volume filled once by functions/weights.py; job states, progress and claims
+# live in a Dict (and the split topology's work in a Queue) that every container shares, so a
+# restarted container still answers for earlier jobs.
 
 weights_volume = modal.Volume.from_name(config.modal_volume, create_if_missing=True)
 # The cross-container state store (shared/state.py): task progress and interrupt/skip flags the

@@ -45,7 +45,6 @@ class DeployConfig(BaseSettings):
     web_concurrency: int = Field(100, ge=1, le=1000)  # async requests per web container
     # Names of the Modal objects the app uses.
     modal_volume: str = "sdgate-weights"
-    modal_jobs_dict: str = "sdgate-jobs"
     modal_state_dict: str = "sdgate-state"  # shared/state.py: progress, flags, options, claims
     modal_state_queue: str = "sdgate-queue"
     modal_s3_secret: str = "sdgate-s3"
