@@ -102,6 +102,15 @@ class DictJobStore:
     def put(self, job: Job) -> None:
         self.mapping[job.id] = job.model_dump(mode="json")
 
+    def purge(self, before: float) -> int:
+        """Delete final jobs that finished before `before`; how many went."""
+        from shared.jobs import expired
+
+        old = [k for k, v in list(self.mapping.items()) if expired(v, before)]
+        for k in old:
+            self.mapping.pop(k, None)
+        return len(old)
+
     # No `processing()` listing: scanning a whole modal.Dict from every web container every few
     # seconds costs more than it saves. Unfinished jobs are picked up when fetched instead.
 

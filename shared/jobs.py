@@ -61,6 +61,9 @@ class JobStore(Protocol):
 
     def put(self, job: Job) -> None: ...
 
+    def purge(self, before: float) -> int:
+        """Delete final jobs that finished before `before` (unix time); how many went."""
+
 
 class MemoryJobStore:
     """A dict in this process (tests; a single local process without persistence)."""
@@ -81,7 +84,7 @@ class MemoryJobStore:
     def purge(self, before: float) -> int:
         """Delete jobs that finished before `before` (unix time); how many went."""
         with self._lock:
-            old = [k for k, d in self._jobs.items() if _expired(d, before)]
+            old = [k for k, d in self._jobs.items() if expired(d, before)]
             for k in old:
                 del self._jobs[k]
         return len(old)
@@ -142,7 +145,7 @@ class SqliteJobStore:
         return [Job.model_validate_json(r[0]) for r in rows]
 
 
-def _expired(data: dict, before: float) -> bool:
+def expired(data: dict, before: float) -> bool:
     """A stored job (as JSON) that is final and finished before `before`."""
     if data.get("status") == JobStatus.processing.value:
         return False

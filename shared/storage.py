@@ -42,6 +42,9 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> str:
         """Write the object and return its URL."""
 
+    def purge(self, before: float) -> int:
+        """Delete objects written before `before` (unix time); how many went."""
+
 
 class LocalStorage:
     """Files under a directory, served by the app at LOCAL_ROUTE."""
@@ -130,6 +133,11 @@ class S3Storage:
             log.warning("upload of %s failed: %s", key, e)
             raise StorageFailed(f"could not upload the result to object storage: {e}") from e
         return self.url_for(key)
+
+    def purge(self, before: float) -> int:
+        """Nothing: objects expire by the bucket's own lifecycle rule (`make bucket
+        EXPIRE_DAYS=...`), without listing the bucket from here."""
+        return 0
 
 
 def make_storage(settings: Settings) -> Storage:
