@@ -80,6 +80,7 @@ def test_models_list_in_openai_shape(oai):
     assert page.data[0].object == "model" and page.data[0].owned_by == "sdgate"
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the client marks variations retired
 def test_moderation_auto_blocks_flagged_images_low_skips(make_settings, engine, flag_everything):
     with running(local_app(make_settings(), engine)) as url:
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
@@ -89,6 +90,15 @@ def test_moderation_auto_blocks_flagged_images_low_skips(make_settings, engine, 
         out = c.images.generate(model="gpt-image-1", prompt="a cat", size="64x64",
                                 quality="low", moderation="low")
         assert np.asarray(decoded(out.data[0])).any()  # not blacked out
+        # variations are screened too (OpenAI's default applies to every output); the SDK's
+        # create_variation has no moderation argument: extra_body carries it
+        src = image_file(Image.new("RGB", (64, 64), "blue"))
+        with pytest.raises(openai.BadRequestError) as e:
+            c.images.create_variation(image=src, response_format="b64_json")
+        assert e.value.code == "moderation_blocked"
+        out = c.images.create_variation(image=src, response_format="b64_json",
+                                        extra_body={"moderation": "low"})
+        assert np.asarray(decoded(out.data[0])).any()
 
 
 def test_streaming_partial_images_through_the_sdk_iterator(oai):

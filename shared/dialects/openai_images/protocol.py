@@ -95,6 +95,7 @@ class _ImagesRequest(BaseModel):
     response_format: ResponseFormat | None = None
     size: str | None = None
     user: str | None = None  # no effect on the image; echoed as safety_identifier
+    moderation: Literal["low", "auto"] | None = None  # auto (default): safety checker if installed
 
     # -- sdgate's own, not OpenAI's (the openai package sends it in extra_body) ---------------
     seed: int | None = Field(None, ge=-1, le=MAX_SEED)  # None / -1: random; image i: seed + i
@@ -103,6 +104,11 @@ class _ImagesRequest(BaseModel):
         """What the response repeats of the request: the quality rendered at (variations: the
         default steps) and the end user's identifier, as upstream."""
         return {"quality": QUALITY_ECHO[None], "safety_identifier": self.user or None}
+
+    def screening(self) -> dict:
+        """GenerationRequest's safety checker fields: moderation "auto" (OpenAI's default)
+        screens with the checker when one is installed; "low" does not screen."""
+        return dict(safety_checker=self.moderation != "low", safety_checker_optional=True)
 
     def seed_value(self) -> int:
         """GenerationRequest's seed: -1 (random) unless sdgate's `seed` extension was sent."""
@@ -131,8 +137,6 @@ class _PromptedRequest(_ImagesRequest):
     safety_identifier: str | None = None  # accepted; no effect
     stream: bool | None = None
     svg: dict | None = None  # SVG output only: refused with it (multipart: svg[model], ...)
-    moderation: Literal["low", "auto"] | None = None  # auto (default): safety checker if installed
-
     def echo(self) -> dict:
         """The quality rendered at, and the end user's identifier (a non-empty
         safety_identifier, else the deprecated user), as upstream echoes them."""
@@ -165,10 +169,7 @@ class _PromptedRequest(_ImagesRequest):
         out = dict(model=sdgate_model(self.model), prompt=self.prompt, num_images=self.n or 1,
                    seed=self.seed_value(),
                    output_format=OutputFormat(self.output_format or "png"),
-                   output_quality=self.output_compression,
-                   # moderation "auto" (OpenAI's default): screen with the safety checker when
-                   # one is installed; "low": no screening
-                   safety_checker=self.moderation != "low", safety_checker_optional=True)
+                   output_quality=self.output_compression, **self.screening())
         if self.stream:
             out["partial_images"] = self.partial_images or 0
         if self.quality in QUALITY_STEPS:
@@ -230,4 +231,4 @@ class ImageVariationRequest(_ImagesRequest):
         return GenerationRequest(mode=Mode.img2img, model=sdgate_model(self.model), prompt="",
                                  width=width, height=height, num_images=self.n or 1,
                                  seed=self.seed_value(), init_image=image,
-                                 strength=VARIATION_STRENGTH)
+                                 strength=VARIATION_STRENGTH, **self.screening())
