@@ -404,3 +404,21 @@ def test_several_images_with_a_mask_inpaint_the_first_with_the_others_as_referen
     with_ref, ref_text = edit([("i.png", SOURCE), ("b.png", blue)])
     assert "Masked content" in text and "Masked content" in ref_text  # inpaints, both
     assert np.abs(with_ref - alone).mean() > 0.5  # the reference reached the picture
+
+
+def test_a_rate_limit_is_the_sdks_rate_limit_error(make_settings, engine, tmp_path):
+    from shared.accounts import ratelimit, store
+
+    url = f"sqlite:///{tmp_path}/keys.db"
+    secret, rec = store.create(url, "metered")
+    store.set_limit(url, rec.id, 1)  # one request per minute
+    ratelimit._seen.clear()
+    with running(local_app(make_settings(database_url=url), engine)) as base:
+        c = openai.OpenAI(base_url=f"{base}/v1", api_key=secret, max_retries=0)
+        assert [m.id for m in c.models.list().data] == ["tiny-sd"]
+        with pytest.raises(openai.RateLimitError) as e:
+            call(c, "generations")
+    err = e.value.response.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert (err["type"], err["code"]) == ("requests", "rate_limit_exceeded")
+    assert 1 <= int(e.value.response.headers["Retry-After"]) <= 60
