@@ -134,9 +134,10 @@ class _PromptedRequest(_ImagesRequest):
     output_format: OutputFormatName | None = None
     partial_images: int | None = Field(None, ge=0, le=3)
     quality: Quality | None = None
-    safety_identifier: str | None = None  # accepted; no effect
+    safety_identifier: str | None = None  # no effect on the image; echoed
     stream: bool | None = None
     svg: dict | None = None  # SVG output only: refused with it (multipart: svg[model], ...)
+
     def echo(self) -> dict:
         """The quality rendered at, and the end user's identifier (a non-empty
         safety_identifier, else the deprecated user), as upstream echoes them."""
