@@ -45,8 +45,8 @@ def test_text2img_success_with_urls_that_fetch_pngs(client):
 
 
 def test_v4_dreambooth_needs_a_known_model_id(client):
-    assert client.post("/api/v4/dreambooth", json={"prompt": "a cat"}).json() == \
-        render.MODEL_NOT_FOUND
+    r = client.post("/api/v4/dreambooth", json={"prompt": "a cat"})
+    assert r.status_code == 400 and r.json() == render.MODEL_NOT_FOUND
     assert client.post("/api/v4/dreambooth", json={"prompt": "a cat", "model_id": "nope"}).json() \
         == {"status": "error", "message": "Model id not found"}
     out = client.post("/api/v4/dreambooth", json={"prompt": "a cat", "model_id": "tiny-sd",
@@ -59,7 +59,7 @@ def test_invalid_key_gets_the_seed_body(app_client):
     c = app_client(api_keys="k1,k2")
     for body in ({"prompt": "a cat"}, {"key": "wrong", "prompt": "a cat"}):
         r = c.post("/api/v3/text2img", json=body)
-        assert r.status_code == 200 and r.json() == render.INVALID_KEY
+        assert r.status_code == 401 and r.json() == render.INVALID_KEY  # the seed's body
     assert c.post("/api/v3/fetch/1", json={"key": "nope"}).json() == render.INVALID_KEY
     assert c.post("/api/v3/text2img", json={"key": "k2", "prompt": "a cat", **SMALL}
                   ).json()["status"] == "success"
@@ -67,14 +67,15 @@ def test_invalid_key_gets_the_seed_body(app_client):
 
 def test_missing_prompt_gets_the_validation_map(client):
     r = client.post("/api/v3/text2img", json={"key": "", "width": "512"})
-    assert r.status_code == 200
+    assert r.status_code == 400  # upstream's error-codes page: invalid parameters are 400
     assert r.json() == {"status": "error", "message": {"prompt": ["The prompt field is required."]}}
 
 
 def test_the_same_request_within_30s_is_rate_limited(client):
     body = {"key": "", "prompt": "spam", "seed": 5, **SMALL}
     assert client.post("/api/v3/text2img", json=body).json()["status"] == "success"
-    assert client.post("/api/v3/text2img", json=body).json() == render.RATE_LIMIT
+    again = client.post("/api/v3/text2img", json=body)
+    assert again.status_code == 429 and again.json() == render.RATE_LIMIT
     assert client.post("/api/v3/text2img", json={**body, "seed": 6}).json()["status"] == "success"
 
 
@@ -92,7 +93,8 @@ def test_a_crash_before_the_job_gets_the_seed_failed_body(make_settings, engine)
 
     settings = make_settings()
     with TestClient(create_app(settings, Broken(engine, make_storage(settings)))) as c:
-        assert c.post("/api/v3/text2img", json={"prompt": "x"}).json() == render.FAILED
+        r = c.post("/api/v3/text2img", json={"prompt": "x"})
+        assert r.status_code == 500 and r.json() == render.FAILED
 
 
 def test_a_failed_job_says_failed(make_settings, engine):

@@ -23,7 +23,7 @@ from PIL import Image
 from shared.dialects.modelslab.controlnet import ControlNetRequest
 from shared.dialects.modelslab.protocol import (Img2ImgRequest, InpaintRequest, Text2ImgRequest,
                                                 parse, refuse)
-from shared.dialects.modelslab.render import error_body
+from shared.dialects.modelslab.render import error_body, status
 from shared.dialects.modelslab.superres import SuperResolutionRequest
 from shared.errors import SdgateError, ValidationFailed
 from shared.images import b64decode_strict
@@ -168,6 +168,7 @@ def test_documented_field_is_handled(route, model, field, root):
         names = {f.field for f in e.value.fields} | {e.value.param}
         body = error_body(e.value)
         assert field in names and body["status"] == "error" and field in body["message"]
+        assert status(e.value) == 400  # a 4xx, upstream's code for a parameter it cannot take
         return
     a = to_internal(model, before, root).model_dump()
     b = to_internal(model, after, root).model_dump()

@@ -103,8 +103,9 @@ def test_algorithm_type_dpmsolver_triple_plus_is_the_sde_variant(client):
                                          ("tomesd", "yes"), ("vae", "some-vae"),
                                          ("embeddings_model", "not-installed")])
 def test_fields_sdgate_cannot_honour_are_refused_naming_them(client, field, value):
-    r = post(client, **{field: value})
-    assert r["status"] == "error" and list(r["message"]) == [field], r
+    r = client.post("/api/v6/images/text2img", json={**BASE, field: value})
+    assert r.status_code == 400 and r.json()["status"] == "error"
+    assert list(r.json()["message"]) == [field], r.text
 
 
 def test_instant_response_answers_processing_then_fetch_succeeds(client):

@@ -1,7 +1,10 @@
 """Seed 003 response bodies: success, processing (with the misspelt `messege`), failed, errors.
 
-Every body goes out with HTTP 200, as upstream does: clients branch on `status`
-("success" | "processing" | "error" | "failed"), never on the HTTP code.
+Clients branch on `status` ("success" | "processing" | "error" | "failed"). Answers (success,
+processing, a fetched job, failed ones included) are HTTP 200; a refused request carries the
+standard HTTP code the seed promises ("使用标准的 HTTP 响应代码") with upstream's codes as
+docs.modelslab.com/error-codes lists them: 400 invalid parameters, 401 key, 404 unknown request id
+or path, 413 body too large, 429 rate limit, 500 server error, 503 unavailable.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from shared.accounts.metering import gpu_seconds
 from shared.errors import (InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge, RateLimited,
-                           SdgateError, Unauthorized)
+                           SdgateError, Unauthorized, status_of)
 from shared.jobrunner import register_payload
 from shared.jobs import Job, JobStatus
 
@@ -62,8 +65,17 @@ def error_body(err: SdgateError) -> dict:
     return FAILED
 
 
+def status(err: SdgateError) -> int:
+    """The HTTP code of a refusal: the one table (shared/errors.py), except that every bad
+    parameter is upstream's 400 (the table's 422 for field errors), a bad model_id included
+    (upstream's generation routes document 400, not 404)."""
+    if isinstance(err, (InvalidRequest, ModelNotFound)):
+        return 400
+    return status_of(err)
+
+
 def render_error(err: SdgateError) -> JSONResponse:
-    return JSONResponse(error_body(err), status_code=200)
+    return JSONResponse(error_body(err), status_code=status(err))
 
 
 def _id(job: Job) -> int | str:
