@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import numpy as np
 import openai
@@ -176,3 +177,31 @@ def test_the_async_client_streams_too(live_server):
                                      "image_generation.completed"]
     final = np.asarray(decoded(got[-1]).convert("RGB"), dtype=float)
     assert final.shape == (64, 64, 3) and np.isfinite(final).all() and final.std() > 0
+
+
+def test_a_client_that_leaves_a_stream_interrupts_its_generation(live_server):
+    """Closing the stream after the first partial image stops the engine at its next step: the
+    generation is metered interrupted, not run to its end for nobody."""
+    import httpx
+
+    url = live_server()
+
+    def interrupted() -> float:
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+        line = [ln for ln in text.splitlines() if ln.startswith("sdgate_generations_total{")
+                and 'shape="openai"' in ln and 'result="interrupted"' in ln]
+        return float(line[0].rsplit(" ", 1)[1]) if line else 0.0
+
+    before = interrupted()
+    with httpx.stream("POST", f"{url}/v1/images/generations", timeout=120, json={
+            "model": "gpt-image-1", "prompt": "a long walk", "size": "128x128",
+            "quality": "high", "stream": True, "partial_images": 3}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("event: image_generation.partial_image"):
+                break  # leave after the first preview
+    for _ in range(600):
+        if interrupted() > before:
+            break
+        time.sleep(0.1)
+    assert interrupted() == before + 1
