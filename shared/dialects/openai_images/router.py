@@ -197,6 +197,8 @@ async def _stream(request: Request, internal: GenerationRequest, req,
     common = {"background": "opaque", "output_format": internal.output_format.value,
               "quality": echo["quality"], "size": f"{internal.width}x{internal.height}"}
     work = asyncio.ensure_future(_respond(request, internal, "b64_json", input_size))
+    # a client that leaves mid-stream: its generation ends ClientGone and nobody reads it
+    work.add_done_callback(lambda t: t.cancelled() or t.exception())
     # The status line waits until the engine has begun denoising: what it refuses before that
     # (an unknown LoRA, no fitting IP-Adapter, ...) is still a 4xx, not an error event.
     while not work.done():
