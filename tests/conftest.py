@@ -105,6 +105,36 @@ def make_app(request, engine, make_settings, monkeypatch):
     return make
 
 
+def with_tiny(root: Path, models_dir: Path) -> Path:
+    """`root` holding the session's tiny-sd (linked): a models folder for tests adding files."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tiny-sd").symlink_to(models_dir / "tiny-sd", target_is_directory=True)
+    return root
+
+
+def point_engine(engine, monkeypatch, folder: Path) -> None:
+    """The session engine reads models from `folder` for this test (its pipeline cache is keyed
+    by name, so tiny-sd stays warm); the remote backend reads SDGATE_MODELS_DIR instead."""
+    from shared.engine.registry import ModelRegistry
+
+    monkeypatch.setattr(engine, "registry", ModelRegistry(folder))
+
+
+@pytest.fixture
+def client_on(make_app, engine, monkeypatch):
+    """client_on(folder, **settings): a TestClient of a make_app app on that models folder."""
+    import contextlib
+
+    from fastapi.testclient import TestClient
+
+    with contextlib.ExitStack() as stack:
+        def make(folder: Path, **kw):
+            point_engine(engine, monkeypatch, folder)
+            return stack.enter_context(TestClient(make_app(models_dir=folder, **kw)))
+
+        yield make
+
+
 def quiet_modal_local():
     """Modal warns on each .local() call of a function with a volume; tests give a models dir."""
     import warnings

@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 
 import pytest
-from fastapi.testclient import TestClient
 
 from shared.dialects.a1111 import upstream
 from shared.engine import tiny_interrogators
-from shared.engine.registry import ModelRegistry
+from tests.conftest import with_tiny
 from tests.engine.test_interrogator import picture
 
 P = "/sdapi/v1"
@@ -17,16 +16,13 @@ P = "/sdapi/v1"
 
 @pytest.fixture(scope="module")
 def int_dir(models_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("intmodels")
-    (root / "tiny-sd").symlink_to(models_dir / "tiny-sd", target_is_directory=True)
-    return tiny_interrogators.write_interrogators(root)
+    return tiny_interrogators.write_interrogators(
+        with_tiny(tmp_path_factory.mktemp("intmodels"), models_dir))
 
 
 @pytest.fixture
-def ic(make_app, int_dir, engine, monkeypatch):
-    monkeypatch.setattr(engine, "registry", ModelRegistry(int_dir))
-    with TestClient(make_app(models_dir=int_dir)) as c:
-        yield c
+def ic(client_on, int_dir):
+    return client_on(int_dir)
 
 
 def b64(data: bytes) -> str:

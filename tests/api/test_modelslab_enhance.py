@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from shared.engine.registry import ModelRegistry
+from tests.conftest import with_tiny
 from tests.http_helpers import fetch_png
 
 BODY = {"key": "", "prompt": "a red house", "width": "64", "height": "64",
@@ -18,17 +17,14 @@ BODY = {"key": "", "prompt": "a red house", "width": "64", "height": "64",
 def pm_dir(models_dir, tmp_path_factory):
     from shared.engine.tiny_prompt_model import write_tiny_prompt_model
 
-    root = tmp_path_factory.mktemp("mlprompt")
-    (root / "tiny-sd").symlink_to(models_dir / "tiny-sd", target_is_directory=True)
+    root = with_tiny(tmp_path_factory.mktemp("mlprompt"), models_dir)
     write_tiny_prompt_model(root / "prompt_enhancer")
     return root
 
 
 @pytest.fixture
-def pm(make_app, pm_dir, engine, monkeypatch):
-    monkeypatch.setattr(engine, "registry", ModelRegistry(pm_dir))
-    with TestClient(make_app(models_dir=pm_dir)) as c:
-        yield c
+def pm(client_on, pm_dir):
+    return client_on(pm_dir)
 
 
 def pixels(client, out) -> np.ndarray:

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from shared.engine.registry import ModelRegistry
+from tests.conftest import point_engine, with_tiny
 from tests.engine.test_upscalers import picture, write_upscalers
 from tests.http_helpers import b64png, fetch_png
 
@@ -38,15 +38,14 @@ SMALL = dict(width=64, height=64, samples=1, num_inference_steps=2, enhance_prom
 @pytest.fixture(scope="module")
 def sdk_dir(models_dir, controlnet_models, tmp_path_factory):
     """The tiny model, the tiny ControlNet and tiny upscaler files in one models folder."""
-    root = tmp_path_factory.mktemp("mlsdk")
-    (root / "tiny-sd").symlink_to(models_dir / "tiny-sd", target_is_directory=True)
+    root = with_tiny(tmp_path_factory.mktemp("mlsdk"), models_dir)
     (root / "ControlNet").symlink_to(controlnet_models, target_is_directory=True)
     return write_upscalers(root)
 
 
 @pytest.fixture
 def sdk(live_server, sdk_dir, engine, monkeypatch):
-    monkeypatch.setattr(engine, "registry", ModelRegistry(sdk_dir))
+    point_engine(engine, monkeypatch, sdk_dir)
     base = live_server(models_dir=sdk_dir, api_keys="sdk-key")
     client = Client(api_key="sdk-key", fetch_retry=60, fetch_timeout=1)
     client.base_url = base + "/api/"  # the SDK's only server setting

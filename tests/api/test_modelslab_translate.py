@@ -4,18 +4,14 @@ the engine drew with (read back from the PNG's infotext), on both backends."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 from shared.engine import translator
-from shared.engine.registry import ModelRegistry
 from tests.http_helpers import SMALL, fetch_png
 
 
 @pytest.fixture
-def tr(make_app, translator_models, engine, monkeypatch):
-    monkeypatch.setattr(engine, "registry", ModelRegistry(translator_models))
-    with TestClient(make_app(models_dir=translator_models)) as c:
-        yield c
+def tr(client_on, translator_models):
+    return client_on(translator_models)
 
 
 def test_multi_lingual_prompt_reaches_the_engine_translated(tr, translator_models):

@@ -10,23 +10,19 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from shared.engine.registry import ModelRegistry
+from tests.conftest import with_tiny
 from tests.engine.test_upscalers import picture, write_upscalers
 from tests.http_helpers import SMALL, fetch_png
 
 
 @pytest.fixture(scope="module")
 def up_dir(models_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlup")
-    (root / "tiny-sd").symlink_to(models_dir / "tiny-sd", target_is_directory=True)
-    return write_upscalers(root)
+    return write_upscalers(with_tiny(tmp_path_factory.mktemp("mlup"), models_dir))
 
 
 @pytest.fixture
-def up(make_app, up_dir, engine, monkeypatch):
-    monkeypatch.setattr(engine, "registry", ModelRegistry(up_dir))
-    with TestClient(make_app(models_dir=up_dir)) as c:
-        yield c
+def up(client_on, up_dir):
+    return client_on(up_dir)
 
 
 def b64(data: bytes) -> str:
@@ -118,20 +114,19 @@ def test_text2img_upscale_without_the_model_is_refused(make_app):
     assert r["status"] == "error" and "RealESRGAN_x4plus" in r["message"]["upscale"][0]
 
 
-def test_super_resolution_webhook_and_track_id(make_app, up_dir, engine, monkeypatch):
+def test_super_resolution_webhook_and_track_id(client_on, up_dir):
     from standardwebhooks import Webhook
 
     from tests.http_helpers import receiver
     from tests.test_modelslab_webhooks import SECRET, hook_settings, wait_webhook_status
 
-    monkeypatch.setattr(engine, "registry", ModelRegistry(up_dir))
     with receiver() as rec:
-        with TestClient(make_app(models_dir=up_dir, **hook_settings(rec))) as c:
-            out = c.post("/api/v3/super_resolution", json={
-                "key": "", "url": b64(picture()), "scale": 2, "webhook": rec.url + "/hook",
-                "track_id": 42}).json()
-            assert out["status"] == "success", out
-            done = wait_webhook_status(c, out["id"])
+        c = client_on(up_dir, **hook_settings(rec))
+        out = c.post("/api/v3/super_resolution", json={
+            "key": "", "url": b64(picture()), "scale": 2, "webhook": rec.url + "/hook",
+            "track_id": 42}).json()
+        assert out["status"] == "success", out
+        done = wait_webhook_status(c, out["id"])
         assert done["webhook_status"] == "success" and len(rec.hits) == 1
         payload = Webhook(SECRET).verify(rec.hits[0].body, rec.hits[0].headers)
         assert payload["id"] == out["id"] and payload["output"] == out["output"]
@@ -144,24 +139,20 @@ def face_dir(models_dir, tmp_path_factory):
     from tests.engine.faces_assets import write_pack, write_restorer
     from tests.engine.test_faces import BIG, SCALE, SMALL
 
-    root = tmp_path_factory.mktemp("mlfaces")
-    (root / "tiny-sd").symlink_to(models_dir / "tiny-sd", target_is_directory=True)
-    write_upscalers(root)
+    root = write_upscalers(with_tiny(tmp_path_factory.mktemp("mlfaces"), models_dir))
     write_pack(root, [(BIG, 0.9), (SMALL, 0.8)], SCALE)
     write_restorer(root / "GFPGAN" / "GFPGANv1.4.pth")
     return root
 
 
-def test_face_enhance_restores_the_faces_of_the_upscaled_image(make_app, face_dir, engine,
-                                                               monkeypatch):
+def test_face_enhance_restores_the_faces_of_the_upscaled_image(client_on, face_dir):
     from tests.engine.test_faces import BIG, SMALL, changed_outside, noise, png, region
 
-    monkeypatch.setattr(engine, "registry", ModelRegistry(face_dir))
     body = {"key": "", "init_image": b64(png(noise(5))), "scale": 1, "base64": "yes"}
-    with TestClient(make_app(models_dir=face_dir)) as c:
-        plain = c.post("/api/v6/image_editing/super_resolution", json=body).json()
-        faces = c.post("/api/v6/image_editing/super_resolution",
-                       json={**body, "face_enhance": True}).json()
+    c = client_on(face_dir)
+    plain = c.post("/api/v6/image_editing/super_resolution", json=body).json()
+    faces = c.post("/api/v6/image_editing/super_resolution",
+                   json={**body, "face_enhance": True}).json()
     assert plain["status"] == faces["status"] == "success", faces
     a, b = (pixels(Image.open(io.BytesIO(base64.b64decode(o["output"][0]))))
             for o in (plain, faces))

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
+from tests.conftest import with_tiny
 from tests.http_helpers import SMALL, b64png, fetch_png, poll
 
 BASE = {"key": "", "model_id": "tiny-sd", "prompt": "a red house", "seed": 11, **SMALL}
@@ -58,16 +59,9 @@ def test_ip_adapter_on_v6_text2img_changes_the_pixels(client, ip_adapter_models)
         assert r["status"] == "error" and name in r["message"], r
 
 
-def test_ip_adapter_without_any_installed_is_refused(make_app, tmp_path, models_dir, engine,
-                                                     monkeypatch):
-    from shared.engine.registry import ModelRegistry
-
-    root = tmp_path / "models"
-    root.mkdir()
-    (root / "tiny-sd").symlink_to(models_dir / "tiny-sd", target_is_directory=True)
-    monkeypatch.setattr(engine, "registry", ModelRegistry(root))
-    with TestClient(make_app(models_dir=root)) as c:
-        r = post(c, ip_adapter_image=dot_b64())
+def test_ip_adapter_without_any_installed_is_refused(client_on, tmp_path, models_dir):
+    c = client_on(with_tiny(tmp_path / "models", models_dir))
+    r = post(c, ip_adapter_image=dot_b64())
     assert r["status"] == "error" and "No IP-Adapter" in r["message"]["ip_adapter_id"][0]
 
 

@@ -7,10 +7,9 @@ import io
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from shared.engine.registry import ModelRegistry
+from tests.conftest import with_tiny
 from tests.engine.test_upscalers import FILES, picture, write_upscalers
 
 P = "/sdapi/v1"
@@ -19,19 +18,12 @@ P = "/sdapi/v1"
 @pytest.fixture(scope="module")
 def up_dir(models_dir, tmp_path_factory):
     """The tiny pipeline (linked) plus tiny upscalers in A1111's folders."""
-    root = tmp_path_factory.mktemp("upmodels")
-    (root / "tiny-sd").symlink_to(models_dir / "tiny-sd", target_is_directory=True)
-    return write_upscalers(root)
+    return write_upscalers(with_tiny(tmp_path_factory.mktemp("upmodels"), models_dir))
 
 
 @pytest.fixture
-def up(make_app, up_dir, engine, monkeypatch):
-    # the local backend shares the session engine: point its registry at this folder (the
-    # pipeline cache is keyed by model name, so tiny-sd stays warm); the remote one reads
-    # SDGATE_MODELS_DIR.
-    monkeypatch.setattr(engine, "registry", ModelRegistry(up_dir))
-    with TestClient(make_app(models_dir=up_dir)) as c:
-        yield c
+def up(client_on, up_dir):
+    return client_on(up_dir)
 
 
 def b64(data: bytes) -> str:
