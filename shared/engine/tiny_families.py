@@ -64,24 +64,32 @@ def _vae(latent_channels: int, **extra):
                          up_block_types=("UpDecoderBlock2D",) * 4, sample_size=128, **extra)
 
 
-def build_sdxl(refiner: bool = False, seed: int = 0):
-    """StableDiffusionXLPipeline (or the refiner's Img2Img pipeline: second encoder only,
-    aesthetic-score conditioning), tests/pipelines/stable_diffusion_xl's sizes."""
-    import torch
-    from diffusers import (EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
+def sdxl_unet(cross_attention_dim: int, aesthetic: bool = False):
+    """The tiny SDXL UNet (tests/pipelines/stable_diffusion_xl's sizes). Its text_time
+    conditioning: the pooled embedding (32) + 6 size/crop ids (5 with the refiner's aesthetic
+    score) of 8 each."""
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
-    tok = _clip_tokenizer()
-    # text_time: pooled (32) + 6 size/crop (or 5 with aesthetic score) ids of 8 each
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(16, 32), layers_per_block=1, sample_size=16, in_channels=4,
         out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
         use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2), norm_num_groups=8,
-        projection_class_embeddings_input_dim=(5 if refiner else 6) * 8 + 32,
-        cross_attention_dim=32 if refiner else 64)
+        projection_class_embeddings_input_dim=(5 if aesthetic else 6) * 8 + 32,
+        cross_attention_dim=cross_attention_dim)
+
+
+def build_sdxl(refiner: bool = False, seed: int = 0):
+    """StableDiffusionXLPipeline (or the refiner's Img2Img pipeline: second encoder only,
+    aesthetic-score conditioning), tests/pipelines/stable_diffusion_xl's sizes."""
+    import torch
+    from diffusers import (EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline,
+                           StableDiffusionXLPipeline)
+
+    torch.manual_seed(seed)
+    tok = _clip_tokenizer()
+    unet = sdxl_unet(32 if refiner else 64, aesthetic=refiner)
     sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
                                    beta_schedule="scaled_linear", timestep_spacing="leading")
     parts = dict(unet=unet, vae=_vae(4, scaling_factor=0.13025), scheduler=sched,

@@ -54,20 +54,14 @@ def build_sdxl(seed: int = 0):
     """StableDiffusionXLPipeline: tiny_families.build_sdxl's UNet, a 32-wide CLIP-L and a
     64-wide, ten-layer OpenCLIP-bigG stand-in (cross attention 32 + 64)."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    from shared.engine.tiny_families import _clip, _clip_tokenizer, _vae
+    from shared.engine.tiny_families import _clip, _clip_tokenizer, _vae, sdxl_unet
 
     torch.manual_seed(seed)
     tok = _clip_tokenizer()
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32), layers_per_block=1, sample_size=16, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2), norm_num_groups=8,
-        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=32 + 64)
+    unet = sdxl_unet(32 + 64)
     big = CLIPTextModelWithProjection(CLIPTextConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=37, num_hidden_layers=10,
         num_attention_heads=4, max_position_embeddings=77, projection_dim=32, hidden_act="gelu",
