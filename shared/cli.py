@@ -125,11 +125,18 @@ def add_bench(sub) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
+def _database_url(args) -> str:
+    """--database-url, else SDGATE_DATABASE_URL, else the local SQLite file under .sdgate/."""
+    from shared.accounts import store
+    from shared.config import Settings
+
+    return args.database_url or Settings().database_url or store.default_url()
+
+
 def cmd_keys(args) -> None:
     """`sdgate keys create|list|revoke` against SDGATE_DATABASE_URL (default: .sdgate/ SQLite)."""
     from shared.accounts import store
-    from shared.config import Settings
-    url = args.database_url or Settings().database_url or store.default_url()
+    url = _database_url(args)
     if args.action == "create":
         from shared.accounts.access import parse_scopes
         try:
@@ -192,8 +199,7 @@ def cmd_usage(args) -> None:
 
     from shared.accounts import store, usage
     from shared.accounts.api import parse_time
-    from shared.config import Settings
-    url = args.database_url or Settings().database_url or store.default_url()
+    url = _database_url(args)
     try:
         since, until = parse_time("since", args.since), parse_time("until", args.until, end=True)
     except Exception as e:  # noqa: BLE001 - ValidationFailed: the message is what matters
@@ -244,8 +250,7 @@ def add_usage(sub) -> None:
 def cmd_db(args) -> None:
     """`sdgate db upgrade|current`: the key/usage database schema, through Alembic."""
     from shared.accounts import store
-    from shared.config import Settings
-    url = args.database_url or Settings().database_url or store.default_url()
+    url = _database_url(args)
     if args.action == "upgrade":
         store.migrate(store.make_engine(url), args.revision)
     print(store.revision_of(url))
