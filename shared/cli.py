@@ -37,6 +37,7 @@ def cmd_serve(args) -> None:
     if args.public_url or not os.environ.get("SDGATE_PUBLIC_URL"):
         overrides["public_url"] = args.public_url or f"http://{args.host}:{args.port}"
     settings = Settings(**overrides)
+    ensure_model(settings)  # the README's first start: the embedded tiny model, no weights needed
     if not settings.keys() and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s with no API keys: anyone who can reach it can generate",
                     args.host)
