@@ -78,6 +78,7 @@ class HiresFix(BaseModel):
     scheduler: str | None = None
     prompt: str | None = None  # None: the first pass's prompts
     negative_prompt: str | None = None
+    token_merging_ratio: float | None = Field(None, ge=0.0, lt=1.0)  # None: the first pass's
 
 
 class PostUpscale(BaseModel):
@@ -196,6 +197,12 @@ class GenerationRequest(BaseModel):
     refiner: Refiner | None = None  # shared.engine.refiner (A1111 refiner_checkpoint)
     upscale: PostUpscale | None = None  # after generation (and hires), before encoding
     ip_adapters: list[IPAdapterRef] = Field(default_factory=list, max_length=4)  # .ipadapter
+    # -- token merging (ToMe; shared.engine.tome): UNet families only --
+    token_merging_ratio: float = Field(0.0, ge=0.0, lt=1.0)  # share of tokens merged; 0: off
+    token_merging_random: bool = False  # random destinations (tomesd's use_rand), image-seeded
+    # the API shape's default rather than the client's ask (ModelsLab's tomesd left unset): a
+    # family without a UNet (SD3, Flux) runs without it instead of refusing the request
+    token_merging_optional: bool = False
     # -- model defaults (issue 16) --
     # steps / guidance / sampler the client left unset: the values above are the API shape's
     # defaults, which a step-distilled (or flow-matching) model replaces with its card's
@@ -236,6 +243,11 @@ class GenerationRequest(BaseModel):
     def nth_seed(seed: int, i: int) -> int:
         """Image i's seed: seed + i, wrapping at 2**64 (torch's seed range) as one rule."""
         return (seed + i) % (MAX_SEED + 1)
+
+    def hires_token_merging_ratio(self) -> float:
+        """The hires pass's token merging ratio: its own, else the first pass's."""
+        own = self.hires.token_merging_ratio if self.hires is not None else None
+        return self.token_merging_ratio if own is None else own
 
     def resolved_seed(self) -> int:
         """The seed to use: the request's, or a fresh random one below A1111's bound."""

@@ -20,6 +20,10 @@ def format_infotext(prompt: str, negative: str, params: dict) -> str:
 def request_params(req) -> dict:
     """Infotext entries, in A1111's wording, for the request features beyond the basic ones."""
     out: dict = {}
+    if getattr(req, "token_merging_ratio", 0):
+        out["Token merging ratio"] = req.token_merging_ratio
+    if getattr(req, "hires", None) is not None and req.hires_token_merging_ratio():
+        out["Token merging ratio hr"] = req.hires_token_merging_ratio()
     if req.seed_resize_from:
         out["Seed resize from"] = f"{req.seed_resize_from[0]}x{req.seed_resize_from[1]}"
     if req.tiling:

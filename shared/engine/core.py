@@ -12,7 +12,7 @@ from PIL import Image
 
 from shared import images as imgs
 from shared.engine import (embeddings, families, hires, loras, masking, memory, nancheck,
-                           previews, prompts, refiner, resize, safety, samplers, tiling)
+                           previews, prompts, refiner, resize, safety, samplers, tiling, tome)
 from shared.engine.accel import AccelOptions
 from shared.engine.batching import NotBatchable, batchable
 from shared.engine.pipelines import LoadedModel, PipelineCache, pick_device
@@ -96,7 +96,8 @@ class Engine:
         # a distilled / flow model's own steps, guidance and scheduler where the client sent none
         reqs, applied = zip(*(families.apply_defaults(r, info.family, info.distilled)
                               for r in reqs))
-        reqs, req = list(reqs), reqs[0]
+        reqs = [families.drop_optional(r, info.family) for r in reqs]  # ModelsLab's tomesd
+        req = reqs[0]
         families.check(info.family, req)  # what the family cannot do fails before loading
         refiner.check(self.registry, req, info)  # unknown / unfit refiner: before loading too
         spec = families.sampler_spec(info.family, req.sampler, req.scheduler)
@@ -330,7 +331,9 @@ class Engine:
 
             image_prompt = ipadapter.applied(self, pipe, req)
         task.begin_call(req.steps if mode is Mode.txt2img else int(req.steps * req.strength))
-        with hooks, image_prompt as extra:
+        merging = tome.applied(getattr(pipe, "unet", None), req.token_merging_ratio, seeds,
+                               req.token_merging_random)  # inside the IP-Adapter's processors
+        with hooks, image_prompt as extra, merging:
             result = nancheck.checked_call(pipe, {**kwargs, **extra})
         task.end_call()
         out = result.images
@@ -416,7 +419,9 @@ class Engine:
         if req.eta is not None:
             kwargs["eta"] = req.eta
         task.begin_call(steps)
-        out = nancheck.checked_call(pipe, kwargs).images
+        with tome.applied(pipe.unet, req.hires_token_merging_ratio(), seeds,
+                          req.token_merging_random):
+            out = nancheck.checked_call(pipe, kwargs).images
         task.end_call()
         return out
 

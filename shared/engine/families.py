@@ -35,6 +35,7 @@ class Family:
     negative_prompt: bool = True
     modes: tuple = ("txt2img", "img2img", "inpaint")
     distilled: bool = False  # few steps, guidance off
+    unet: bool = True  # a UNet denoises (token merging applies); False: a transformer
     notes: str = ""
 
 
@@ -48,13 +49,15 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
            1024, 30, 7.0, "Euler", modes=("img2img", "inpaint"),
            notes="second text encoder only; img2img / refiner pass"),
     Family("sd3", "Stable Diffusion 3 / 3.5", "StableDiffusion3Pipeline", 1024, 28, 7.0, "Euler",
-           flow=True, clip_skip=False, prompt_weights=False, max_tokens=256,
+           flow=True, clip_skip=False, prompt_weights=False, max_tokens=256, unet=False,
            notes="two CLIPs + optional T5 (256 tokens); plain prompts"),
     Family("flux-dev", "FLUX.1 dev", "FluxPipeline", 1024, 28, 3.5, "Euler", flow=True,
-           clip_skip=False, prompt_weights=False, max_tokens=512, negative_prompt=False,
+           unet=False, clip_skip=False, prompt_weights=False, max_tokens=512,
+           negative_prompt=False,
            notes="guidance is the distilled guidance embedding; true CFG (negative prompt) off"),
     Family("flux-schnell", "FLUX.1 schnell", "FluxPipeline", 1024, 4, 0.0, "Euler", flow=True,
-           clip_skip=False, prompt_weights=False, max_tokens=256, negative_prompt=False,
+           unet=False, clip_skip=False, prompt_weights=False, max_tokens=256,
+           negative_prompt=False,
            distilled=True, notes="timestep-distilled: 1-4 steps, no guidance"),
 )}
 UNKNOWN = "unknown"
@@ -203,6 +206,17 @@ def apply_defaults(req, family: str, distilled: str = ""):
     extra = {**req.extra_params,
              "Model defaults": f"{label}: " + ", ".join(names[k] for k in update)}
     return req.model_copy(update={**update, "extra_params": extra}), list(update)
+
+
+def drop_optional(req, family: str):
+    """The request without the API shape's optional defaults the family cannot run (token
+    merging that ModelsLab's tomesd asks for unless the client sends "no"; shared.engine.tome)."""
+    if not req.token_merging_optional or FAMILIES.get(family, FAMILIES["sd1"]).unet:
+        return req
+    update = {"token_merging_ratio": 0.0}
+    if req.hires is not None:
+        update["hires"] = req.hires.model_copy(update={"token_merging_ratio": 0.0})
+    return req.model_copy(update=update)
 
 
 class _Shape:
@@ -384,6 +398,10 @@ def check(key: str, req) -> Family:
         no("clip skip (its text encoders are read whole)", "clip_skip")
     if req.negative_prompt.strip() and not fam.negative_prompt:
         no("a negative prompt (its guidance is distilled; true CFG is off)", "negative_prompt")
+    if not fam.unet and (req.token_merging_ratio or (
+            req.hires is not None and req.hires_token_merging_ratio())):
+        no("token merging (ToMe merges a UNet's self-attention tokens; this model is a "
+           "transformer)", "token_merging_ratio")
     if fam.flow:
         if req.hires is not None:
             no("hires fix", "enable_hr")

@@ -50,7 +50,7 @@ def finish(engine, info, spec, req: GenerationRequest, prompt: str, latents, see
     diffusers' base + refiner inpainting does; the plan pastes the result back afterwards."""
     import torch
 
-    from shared.engine import nancheck, samplers
+    from shared.engine import nancheck, samplers, tome
 
     loaded = engine.cache.get(info)
     with loaded.lock:
@@ -70,6 +70,7 @@ def finish(engine, info, spec, req: GenerationRequest, prompt: str, latents, see
         if req.eta is not None:
             kwargs["eta"] = req.eta
         task.begin_call(max(1, round(req.steps * (1 - req.refiner.switch_at))))
-        out = nancheck.checked_call(pipe, kwargs).images
+        with tome.applied(pipe.unet, req.token_merging_ratio, seeds, req.token_merging_random):
+            out = nancheck.checked_call(pipe, kwargs).images
         task.end_call()
     return out

@@ -43,8 +43,11 @@ def build_tokenizer(out: Path):
     return tok
 
 
-def build_components(seed: int = 0) -> dict:
-    """The pipeline components with random weights (diffusers' get_dummy_components style)."""
+def build_components(seed: int = 0, full_res_attention: bool = False) -> dict:
+    """The pipeline components with random weights (diffusers' get_dummy_components style).
+
+    `full_res_attention`: attention in the full-resolution blocks (as real SD 1.x has; the
+    default tiny UNet has it at half resolution only), where token merging acts."""
     import tempfile
 
     import torch
@@ -55,8 +58,10 @@ def build_components(seed: int = 0) -> dict:
     unet = UNet2DConditionModel(
         sample_size=64, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D") if full_res_attention
+        else ("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D") if full_res_attention
+        else ("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
     )
     # 4 blocks -> 8x spatial factor, like every real SD VAE.
     vae = AutoencoderKL(
@@ -112,13 +117,13 @@ def build_safety_checker(seed: int = 0):
     return checker, processor
 
 
-def write_tiny_model(out: Path, seed: int = 0) -> Path:
+def write_tiny_model(out: Path, seed: int = 0, full_res_attention: bool = False) -> Path:
     """Save the tiny pipeline to `out` with save_pretrained (diffusers layout)."""
     from diffusers import StableDiffusionPipeline
 
     out = Path(out)
     checker, processor = build_safety_checker(seed)
-    components = {**build_components(seed), "safety_checker": checker,
+    components = {**build_components(seed, full_res_attention), "safety_checker": checker,
                   "feature_extractor": processor}
     pipe = StableDiffusionPipeline(**components, requires_safety_checker=True)
     pipe.save_pretrained(out, safe_serialization=True)

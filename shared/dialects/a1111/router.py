@@ -278,6 +278,8 @@ async def set_options(request: Request):
     if fmt is not None and str(fmt).lower() not in serving.SAMPLES_FORMATS:
         raise ValidationFailed(f"samples_format must be one of {list(serving.SAMPLES_FORMATS)}",
                                fields=[FieldError("samples_format", "unknown format")])
+    for key, value in data.items():
+        serving.check_option(key, value)
     for key, allowed in serving.NEUTRAL_OPTIONS.items():
         if key in data and data[key] not in allowed:
             raise Unsupported(f"option {key}={data[key]!r} is not supported", param=key)

@@ -48,6 +48,10 @@ DISPLAY_OPTIONS = {"samples_save": True, "grid_save": True, "save_images_add_num
                    "show_progress_every_n_steps": 10, "sd_checkpoint_cache": 0,
                    "sd_vae_checkpoint_cache": 0, "quicksettings_list": ["sd_model_checkpoint"]}
 OPTION_DEFAULTS.update(DISPLAY_OPTIONS)
+# Token merging (upstream's "optimizations" section, applied through tomesd; here
+# shared.engine.tome): txt2img's ratio, img2img's (0: txt2img's), the hires pass's (0: txt2img's).
+TOKEN_MERGING = ("token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr")
+OPTION_DEFAULTS.update({k: upstream.OPTIONS[k] for k in TOKEN_MERGING})
 # Settings that change the picture in ways sdgate cannot honour: only their neutral values pass.
 NEUTRAL_OPTIONS = {"sd_vae": ("Automatic", "None", None), "eta_noise_seed_delta": (0, None),
                    **{k: (upstream.OPTIONS[k], None) for k in upstream.IMAGE_OPTIONS_AT_DEFAULT}}
@@ -103,9 +107,15 @@ def apply_infotext(data: dict) -> dict:
         if len(size) != 2:
             raise _invalid("infotext", f"Size {params['Size']!r} is not WIDTHxHEIGHT")
         out["width"], out["height"] = (_int("infotext", v) for v in size)
+    settings = dict(out.get("override_settings") or {})
     if "Clip skip" in params:
-        settings = dict(out.get("override_settings") or {})
         settings.setdefault("CLIP_stop_at_last_layers", _int("infotext", params["Clip skip"]))
+    # upstream's infotext_to_setting_name_mapping
+    for label, key in (("Token merging ratio", "token_merging_ratio"),
+                       ("Token merging ratio hr", "token_merging_ratio_hr")):
+        if params.get(label) not in (None, ""):
+            settings.setdefault(key, token_merging(key, params[label], "infotext."))
+    if settings:
         out["override_settings"] = settings
     return out
 
@@ -137,9 +147,43 @@ def _refuse_unsupported(req: ProcessingRequest) -> None:
                           "supported; leave them unset, 0 or 1", param="s_churn")
 
 
+def check_option(key: str, value, where: str = "") -> None:
+    """A value sdgate cannot use for an option it honours: a 4xx naming `where` + key."""
+    if key in TOKEN_MERGING and value is not None:
+        token_merging(key, value, where)
+
+
+def token_merging(key: str, value, where: str = "") -> float:
+    """A token merging ratio option's value: a number from 0 up to (not including) 1."""
+    try:
+        ratio = 0.0 if value is None else float(value)
+    except (TypeError, ValueError):
+        ratio = -1.0
+    if isinstance(value, bool) or not 0 <= ratio < 1:
+        raise _invalid(where + key, f"{value!r} is not a token merging ratio (0 <= ratio < 1; "
+                       "0: off)")
+    return ratio
+
+
+def _token_merging(req: ProcessingRequest, settings: dict) -> tuple[float, float]:
+    """(first pass, hires pass) ratios as upstream's get_token_merging_ratio picks them: img2img
+    takes token_merging_ratio when override_settings sets it, else its own option, else
+    txt2img's; the hires pass its own, else the first pass's (0 falls through, as upstream)."""
+    def ratio(key):
+        return token_merging(key, settings.get(key), "override_settings.")
+
+    base = ratio("token_merging_ratio")
+    if isinstance(req, Txt2ImgRequest):
+        return base, ratio("token_merging_ratio_hr") or base
+    overridden = "token_merging_ratio" in (req.override_settings or {})
+    return (overridden and base) or ratio("token_merging_ratio_img2img") or base, 0.0
+
+
 def _settings(req: ProcessingRequest, options: dict) -> dict:
     """Effective settings: the server's options overlaid with this request's override_settings."""
     overrides = req.override_settings or {}
+    for key, value in overrides.items():
+        check_option(key, value, "override_settings.")
     for key, allowed in NEUTRAL_OPTIONS.items():
         if key in overrides and overrides[key] not in allowed:
             raise Unsupported(f"override_settings.{key}={overrides[key]!r} is not supported",
@@ -237,11 +281,16 @@ def to_internal(req: ProcessingRequest, options: dict, *, init: bytes | None = N
         defaulted=_defaulted(req), refiner=_refiner(req))
     if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0:
         fields["seed_resize_from"] = (req.seed_resize_from_w, req.seed_resize_from_h)
+    first, hr_ratio = _token_merging(req, settings)
+    fields["token_merging_ratio"] = first  # upstream's tomesd call: use_rand=False
     if isinstance(req, Txt2ImgRequest):
         if req.enable_hr and (req.firstphase_width or req.firstphase_height):
             w, h = req.firstphase_width or w, req.firstphase_height or h  # old hires API
             fields.update(width=w, height=h)
-        fields["hires"] = _hires(req, w, h, model)
+        hires = _hires(req, w, h, model)
+        if hires is not None and hr_ratio != first:
+            hires = hires.model_copy(update={"token_merging_ratio": hr_ratio})
+        fields["hires"] = hires
     else:
         if req.subseed_strength > 0:
             raise Unsupported("subseed variation is only supported for txt2img",

@@ -157,7 +157,6 @@ IMAGE_OPTIONS_AT_DEFAULT = (
     "sdxl_crop_top", "sdxl_crop_left", "sd_vae_encode_method", "sd_vae_decode_method",
     "inpainting_mask_weight", "initial_noise_multiplier", "img2img_extra_noise",
     "img2img_color_correction", "img2img_fix_steps", "s_min_uncond", "s_min_uncond_all",
-    "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr",
     "pad_cond_uncond", "pad_cond_uncond_v0", "fp8_storage", "use_old_emphasis_implementation",
     "use_old_karras_scheduler_sigmas", "use_old_hires_fix_width_height",
     "use_downcasted_alpha_bar", "sgm_noise_multiplier", "sd_noise_schedule", "skip_early_cond",

@@ -103,7 +103,8 @@ def _meta(req: Text2ImgRequest, internal: GenerationRequest, job_id: str) -> dic
         "safety_checker_type": req.safety_checker_type.value,
         "scheduler": req.scheduler or "default", "seed": internal.seed,
         "self_attention": _yn(req.self_attention), "steps": req.num_inference_steps,
-        "tomesd": _yn(req.tomesd), "track_id": req.track_id, "upscale": _yn(req.upscale),
+        "tomesd": _yn(req.tomesd is not False), "track_id": req.track_id,
+        "upscale": _yn(req.upscale),
         "use_karras_sigmas": _yn(req.use_karras_sigmas), "vae": "default",
         "webhook": req.webhook, "algorithm_type": req.algorithm_type,
     }

@@ -26,6 +26,7 @@ MAX_SIDE = 1024
 MAX_SAMPLES = 4
 UPSCALE_FACTOR = 2  # text2img `upscale: yes` doubles each side (upstream's docs)
 MAX_STEPS = 51  # the v3 docs say 1-50; the v4 docs list 21, 31, 41 and 51
+TOMESD_RATIO = 0.5  # tomesd.apply_patch's default ratio (ModelsLab documents none)
 
 # diffusers schedulers that take `use_karras_sigmas` (tests check this against diffusers)
 KARRAS_CAPABLE = frozenset({
@@ -104,7 +105,8 @@ class Text2ImgRequest(BaseModel):
     algorithm_type: Annotated[str | None, Blank] = None
     vae: Annotated[str | None, Blank] = None
     clip_skip: Annotated[int, Blank, Field(ge=1, le=8)] = 1
-    tomesd: Switch = False  # upstream default "yes"; see docs/modelslab.md
+    # upstream's default is "yes"; unset (None) runs it too, except on SD3 / Flux (see below)
+    tomesd: Annotated[bool | None, BeforeValidator(_switch)] = None
     webhook: Annotated[str | None, Blank] = None
     track_id: Annotated[str | int | None, Blank] = None
     base64: Switch = False
@@ -143,9 +145,6 @@ class Text2ImgRequest(BaseModel):
     def refusals(self) -> list[FieldError]:
         """Switches sdgate cannot honour here: refused, never silently ignored."""
         out = []
-        if self.tomesd:
-            out.append(FieldError("tomesd", "Token merging (tomesd) does not support this "
-                                  "server's diffusers version; send tomesd \"no\"."))
         if self.vae:
             out.append(FieldError("vae", "Custom VAEs are not available; the model's own VAE "
                                   "is used. Send vae null."))
@@ -246,6 +245,15 @@ class Text2ImgRequest(BaseModel):
                 "(comma-separated), each between -10 and 10.")])
         return [LoraRef(name=n, weight=w) for n, w in zip(names, weights)]
 
+    def token_merging(self) -> dict:
+        """tomesd as the engine's token merging: `tomesd.apply_patch`'s defaults (ratio 0.5,
+        random destinations; upstream documents no ratio). Left unset, it is upstream's default
+        "yes", which a model without a UNet (SD3, Flux) skips instead of refusing."""
+        if self.tomesd is False:
+            return {}
+        return {"token_merging_ratio": TOMESD_RATIO, "token_merging_random": True,
+                "token_merging_optional": self.tomesd is None}
+
     def effective_prompt(self, enhance_suffix: str) -> str:
         """The prompt the engine gets: enhance_prompt appends sdgate's fixed quality terms."""
         if self.enhance_prompt and enhance_suffix:
@@ -275,7 +283,7 @@ class Text2ImgRequest(BaseModel):
                 upscale=PostUpscale(upscaler=upscaler, scale=UPSCALE_FACTOR)
                 if self.upscale else None,
                 strength=getattr(self, "strength", 0.75), defaulted=self.defaulted(),
-                ip_adapters=refs, **images)
+                ip_adapters=refs, **self.token_merging(), **images)
         except ValidationError as e:
             raise ValidationFailed("invalid request", fields=laravel_errors(e)) from e
 
