@@ -177,7 +177,7 @@ def test_panorama_and_self_attention_run_for_real(client):
     assert out["status"] == "success" and out["meta"]["self_attention"] == "yes"
 
 
-@pytest.mark.parametrize("switch", ["multi_lingual", "upscale", "tomesd"])
+@pytest.mark.parametrize("switch", ["multi_lingual", "upscale"])
 def test_unavailable_switches_are_refused_clearly(client, switch):
     out = client.post("/api/v3/text2img", json={"prompt": "a cat", switch: "yes"}).json()
     assert out["status"] == "error" and list(out["message"]) == [switch]

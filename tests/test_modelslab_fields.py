@@ -117,12 +117,13 @@ SAMPLES = {
     "guess_mode": ("yes", {}), "control_image": (OTHER, {}),
     "controlnet_conditioning_scale": ("0.5", {}),
     # refused
-    "tomesd": ("yes", {}), "vae": ("some-vae", {}), "highres_fix": ("yes", {}),
+    "tomesd": ("no", {}),  # unset is upstream's "yes"
+    "vae": ("some-vae", {}), "highres_fix": ("yes", {}),
     "enhance_style": ("cinematic", {}),
 }
 BASE = {"prompt": "a house", "seed": 1, "init_image": INIT, "mask_image": MASK,
         "controlnet_model": "tiny-cn"}
-REFUSED = {"tomesd", "vae", "highres_fix", "enhance_style"}
+REFUSED = {"vae", "highres_fix", "enhance_style"}
 TXT2IMG_ONLY = {"panorama", "self_attention"}  # refused on img2img, inpaint and ControlNet
 
 

@@ -128,9 +128,21 @@ def test_variants_and_refusals():
                                   "tomesd": "yes", "vae": "x", "panorama": "yes",
                                   "self_attention": "yes"})
     refused = {f.field for f in req.refusals()}
-    assert refused == {"tomesd", "vae", "panorama"}  # upscale, multi_lingual: the router's
+    assert refused == {"vae", "panorama"}  # upscale, multi_lingual: the router's
     img = parse(Img2ImgRequest, {"prompt": "a", "init_image": "x", "panorama": "yes"})
     assert [f.field for f in img.refusals()] == ["panorama"]
+
+
+def test_tomesd_is_token_merging_on_unless_no():
+    def internal(**kw):
+        return parse(Text2ImgRequest, {"prompt": "a cat", **kw}).to_internal(None, "")
+
+    unset, yes, no = internal(), internal(tomesd="yes"), internal(tomesd="no")
+    assert (unset.token_merging_ratio, yes.token_merging_ratio, no.token_merging_ratio) == (
+        0.5, 0.5, 0.0)  # tomesd.apply_patch's default ratio; upstream's default is "yes"
+    assert unset.token_merging_random and yes.token_merging_random
+    assert unset.token_merging_optional and not yes.token_merging_optional
+    assert internal(tomesd="").token_merging_optional  # blank: the default, as every field
 
 
 def test_error_bodies_are_the_seeds():

@@ -94,7 +94,7 @@ def test_algorithm_type_dpmsolver_triple_plus_is_the_sde_variant(client):
 
 
 @pytest.mark.parametrize("field,value", [("highres_fix", "yes"), ("enhance_style", "cinematic"),
-                                         ("tomesd", "yes"), ("vae", "some-vae"),
+                                         ("vae", "some-vae"),
                                          ("embeddings_model", "not-installed")])
 def test_fields_sdgate_cannot_honour_are_refused_naming_them(client, field, value):
     r = client.post("/api/v6/images/text2img", json={**BASE, field: value})

@@ -26,6 +26,7 @@ from shared.dialects.modelslab.render import job_body, render_error
 from shared.dialects.modelslab.spam import SpamFilter
 from shared.dialects.modelslab.superres import (SuperResolutionRequest, as_result,
                                                 check_text2img_upscaler)
+from shared.engine.families import FAMILIES
 from shared.engine.registry import EMBEDDING_SUFFIXES, EMBEDDINGS_DIR
 from shared.errors import (FieldError, JobNotFound, ModelNotFound, NotFound, Unavailable,
                            ValidationFailed)
@@ -159,6 +160,8 @@ class ModelsLab(Dialect):
         upscaler = settings.modelslab_upscaler if req.upscale else None
         if upscaler:  # upscale "yes" with no upscaler installed: refused now, not after generating
             check_text2img_upscaler(be.registry.root, upscaler)
+        if req.tomesd:  # sent "yes": on SD3 / Flux a 400 now, not a failed job later
+            await anyio.to_thread.run_sync(_check_tomesd, be.registry, req.model_id)
         if req.embeddings_model:
             req.check_embeddings(await anyio.to_thread.run_sync(
                 be.registry.extra_files, EMBEDDINGS_DIR, EMBEDDING_SUFFIXES))
@@ -208,6 +211,16 @@ class ModelsLab(Dialect):
 
     def render_error(self, err):
         return render_error(err)
+
+
+def _check_tomesd(registry, model_id: str | None) -> None:
+    """tomesd "yes" needs a UNet (token merging); SD3 and Flux denoise with a transformer."""
+    info = registry.resolve(model_id)
+    family = FAMILIES.get(info.family)
+    if family is not None and not family.unet:
+        raise ValidationFailed("tomesd", fields=[FieldError(
+            "tomesd", f"Token merging (tomesd) merges a UNet's tokens; {info.name} is a "
+            f"{family.label} model (a transformer): send tomesd \"no\".")])
 
 
 async def _translated(be, req: Text2ImgRequest) -> Text2ImgRequest:

@@ -40,6 +40,8 @@ MODEL_NOT_FOUND = {"status": "error", "message": "Model id not found"}
 REQUEST_NOT_FOUND = {"status": "error", "message": "Request not found"}
 
 MESSEGE = "Try to fetch request after given estimated time"  # sic: upstream's field and text
+# engine fields a refusal names -> the upstream field the client sent
+PARAMS = {"token_merging_ratio": "tomesd"}
 TIP = ("Your image is processing in background, you can get this image using fetch API: "
        "POST {fetch} with your key")
 
@@ -60,7 +62,8 @@ def error_body(err: SdgateError) -> dict:
                 message.setdefault(f.field, []).append(f.message)
             return {"status": "error", "message": message}
         if err.param:
-            return {"status": "error", "message": {err.param: [err.message]}}
+            return {"status": "error",
+                    "message": {PARAMS.get(err.param, err.param): [err.message]}}
         return {"status": "error", "message": err.message}
     return FAILED
 
