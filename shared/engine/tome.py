@@ -164,14 +164,16 @@ def _blocks(unet):
 
 @contextmanager
 def applied(unet, ratio: float, seeds=None, random: bool = False,
-            max_downsample: int = MAX_DOWNSAMPLE, stride: tuple[int, int] = STRIDE):
+            max_downsample: int | None = None, stride: tuple[int, int] = STRIDE):
     """Token merging on `unet` for the block (nothing when ratio is 0); yields its state.
-    `seeds`: the call's images' seeds, which seed the random destinations."""
+    `seeds`: the call's images' seeds, which seed the random destinations; `max_downsample`
+    None: MAX_DOWNSAMPLE."""
     if not ratio or unet is None:
         yield None
         return
     import torch
 
+    max_downsample = MAX_DOWNSAMPLE if max_downsample is None else max_downsample
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds] if random and seeds \
         else None
     state = _State(ratio, max_downsample, gens, stride)

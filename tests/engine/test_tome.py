@@ -170,3 +170,59 @@ def test_sd3_refuses_token_merging_unless_it_was_only_a_default(tome_engine):
     pixels(out.data)
     assert "Token merging" not in out.infotext
     assert out.data == one(tome_engine, req(model="tiny-sd3"))
+
+
+def test_composes_with_a_lora(tome_engine):
+    from tests.engine.a1111_assets import write_kohya_lora
+    from shared.generation import LoraRef
+
+    path = tome_engine.registry.root / "Lora" / "tome_lora.safetensors"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        write_kohya_lora(tome_engine.warm().pipe, path)
+    lora = [LoraRef(name="tome_lora", weight=0.5)]
+    with_lora = one(tome_engine, req(loras=lora))
+    both = one(tome_engine, req(loras=lora, token_merging_ratio=0.5))
+    assert differ(with_lora, both) and differ(one(tome_engine, req(token_merging_ratio=0.5)), both)
+    assert one(tome_engine, req(loras=lora)) == with_lora
+    assert one(tome_engine, req()) == one(tome_engine, req())
+
+
+@pytest.fixture(scope="module")
+def sdxl_engine(tmp_path_factory):
+    from shared.engine import Engine
+    from shared.engine.registry import ModelRegistry
+    from shared.engine.tiny_families import write_tiny_family
+
+    root = tmp_path_factory.mktemp("tome-sdxl")
+    write_tiny_family("sdxl", root / "xl")
+    write_tiny_family("sdxl-refiner", root / "xl-refiner")
+    return Engine(ModelRegistry(root, default="xl"))
+
+
+def test_sdxl_and_its_refiner_merge(sdxl_engine, monkeypatch):
+    """The tiny SDXL has attention at half resolution only: merge there (max_downsample 2)."""
+    from shared.engine import tome
+    from shared.generation import Refiner
+
+    monkeypatch.setattr(tome, "MAX_DOWNSAMPLE", 2)
+    runs = []
+    real = tome.applied
+
+    @__import__("contextlib").contextmanager
+    def spy(unet, ratio, *a, **kw):
+        with real(unet, ratio, *a, **kw) as state:
+            yield state
+        runs.append((unet, state.merged if state else 0))
+
+    monkeypatch.setattr(tome, "applied", spy)
+    xl = dict(model="xl", steps=4)
+    assert differ(one(sdxl_engine, req(**xl)), one(sdxl_engine, req(**xl,
+                                                                   token_merging_ratio=0.5)))
+    refine = dict(xl, refiner=Refiner(model="xl-refiner", switch_at=0.5))
+    runs.clear()
+    merged = one(sdxl_engine, req(**refine, token_merging_ratio=0.5))
+    refiner_unet = sdxl_engine.cache.get(sdxl_engine.registry.resolve("xl-refiner")).pipe.unet
+    assert [u is refiner_unet for u, _ in runs] == [False, True]
+    assert all(n > 0 for _, n in runs)  # both passes merged tokens
+    assert differ(merged, one(sdxl_engine, req(**refine)))
