@@ -162,8 +162,19 @@ def rungs(device: str, dtype, compile_mode: str | None, cache_dir):
     out += [("+ tiny VAE (TAESD, random weights)",
              lambda p: setattr(p, "vae", accel.tiny_vae(p, accel.AccelOptions(
                  random_tiny_vae=True)).to(device, p.unet.dtype))),
+            ("+ token merging (ToMe 0.5, full-resolution blocks)", _token_merging),
             ("+ DeepCache (full UNet every 3rd step)", lambda p: accel.add_deepcache(p, 3))]
     return out
+
+
+def _token_merging(pipe) -> None:
+    """ToMe at tomesd's default ratio, kept installed for the rest of the ladder (the engine
+    installs it per call, shared.engine.tome.applied)."""
+    from shared.engine import tome
+
+    merging = tome.applied(pipe.unet, 0.5)
+    merging.__enter__()
+    pipe._sdgate_tome = merging  # held with the pipe: removed only when the pipe goes
 
 
 def run(arch: str, device: str, size: int | None, steps: int | None, reps: int,

@@ -277,3 +277,40 @@ def test_png_info_parses_sizes():
     p = out["parameters"]
     assert (p["Prompt"], p["Steps"], p["Size-1"], p["Size-2"], p["Clip skip"]) == \
         ("a cat", "40", "720", "960", "1")
+
+
+@pytest.mark.parametrize("options,overrides,first,hr", [
+    ({}, {}, 0.0, None),
+    ({"token_merging_ratio": 0.5}, {}, 0.5, None),  # hires: None = the first pass's
+    ({"token_merging_ratio": 0.5}, {"token_merging_ratio_hr": 0.2}, 0.5, 0.2),
+    ({}, {"token_merging_ratio_hr": 0.3}, 0.0, 0.3),
+])
+def test_token_merging_ratios_for_txt2img_and_hires(options, overrides, first, hr):
+    req = t2i(enable_hr=True, hr_scale=2, override_settings=overrides)
+    out = internal(req, options)
+    assert (out.token_merging_ratio, out.hires.token_merging_ratio) == (first, hr)
+    assert not out.token_merging_random  # upstream calls tomesd with use_rand=False
+
+
+@pytest.mark.parametrize("options,overrides,ratio", [
+    ({"token_merging_ratio": 0.5}, {}, 0.5),  # img2img's own 0: txt2img's
+    ({"token_merging_ratio": 0.5, "token_merging_ratio_img2img": 0.3}, {}, 0.3),
+    ({"token_merging_ratio_img2img": 0.3}, {"token_merging_ratio": 0.6}, 0.6),  # override wins
+    ({"token_merging_ratio_img2img": 0.3}, {"token_merging_ratio": 0}, 0.3),  # 0 falls through
+])
+def test_token_merging_ratio_for_img2img(options, overrides, ratio):
+    req = validate(Img2ImgRequest, {"prompt": "x", "init_images": ["x"],
+                                    "override_settings": overrides})
+    init = b"\x89PNG"
+    assert serving.to_internal(req, options, init=init).token_merging_ratio == ratio
+
+
+def test_infotext_token_merging_fills_override_settings():
+    text = "a cat\nSteps: 3, Seed: 1, Size: 64x64, Token merging ratio: 0.5, " \
+           "Token merging ratio hr: 0.3"
+    out = serving.apply_infotext({"infotext": text,
+                                  "override_settings": {"token_merging_ratio_hr": 0.1}})
+    assert out["override_settings"] == {"token_merging_ratio": 0.5,
+                                        "token_merging_ratio_hr": 0.1}  # the request's wins
+    with pytest.raises(ValidationFailed):
+        serving.apply_infotext({"infotext": "a\nSteps: 3, Seed: 1, Token merging ratio: x"})
