@@ -131,7 +131,11 @@ class _State:
 
 
 class MergingProcessor:
-    """`attn1`'s own processor with tokens merged before it and unmerged after."""
+    """`attn1`'s own processor with tokens merged before it and unmerged after.
+
+    diffusers' Attention passes a processor only the keyword arguments its signature names:
+    these are what self-attention gets in SD 1.x / 2.x / SDXL (others are dropped, with
+    diffusers' warning, where the wrapped processor would have dropped them too)."""
 
     def __init__(self, inner, state: _State):
         self.inner, self.state = inner, state
