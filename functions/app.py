@@ -27,6 +27,7 @@ PYTHON_VERSION = "3.11"  # the version the tests run on; pickled requests cross 
 # The web app and the weights filler need no torch: their image stays small and starts fast.
 
 CPU_PACKAGES = [
+    "alembic==1.20.1",  # the key / usage database's migrations
     "anyio==4.16.0",
     "boto3==1.44.5",
     "fastapi==0.165.0",
@@ -34,17 +35,20 @@ CPU_PACKAGES = [
     "httpx==0.28.1",
     "huggingface-hub==2.4.0",
     "lark==1.3.1",  # A1111 prompt editing: the web tier parses prompts too
+    "numpy==2.4.6",  # sampler schedules and image checks the web tier validates with
     "pillow==13.0.0",
+    "prometheus-client==0.26.0",  # /metrics
+    "psycopg[binary]==3.3.9",  # keys and usage on PostgreSQL
     "pydantic==2.14.3",
     "pydantic-settings==2.16.3",
     "python-multipart==0.0.34",
+    "sqlalchemy==2.1.9",  # keys, usage, quotas
 ]
 
 # PyPI's Linux torch wheel is the CUDA build; diffusers is the version the engine is written for.
 GPU_PACKAGES = [
     "accelerate==1.15.0",
     "diffusers==0.42.1",
-    "numpy==2.4.6",
     "onnx==1.23.2",  # inswapper's emap is read from the graph
     "onnxruntime-gpu==1.31.1",  # face models on the CUDA provider (CPU provider as fallback)
     "opencv-python-headless==5.0.0.93",  # ControlNet preprocessors (canny, ...)
