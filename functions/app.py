@@ -29,17 +29,17 @@ PYTHON_VERSION = "3.11"  # the version the tests run on; pickled requests cross 
 CPU_PACKAGES = [
     "alembic==1.20.1",  # the key / usage database's migrations
     "anyio==4.16.0",
-    "boto3==1.44.5",
+    "boto3==1.44.8",
     "fastapi==0.165.0",
     "hf-xet==1.8.0",
-    "httpx==0.28.1",
+    "httpx==0.29.0",
     "huggingface-hub==2.4.0",
     "lark==1.3.1",  # A1111 prompt editing: the web tier parses prompts too
     "numpy==2.4.6",  # sampler schedules and image checks the web tier validates with
     "pillow==13.0.0",
     "prometheus-client==0.26.0",  # /metrics
     "psycopg[binary]==3.3.9",  # keys and usage on PostgreSQL
-    "pydantic==2.14.3",
+    "pydantic==2.14.4",
     "pydantic-settings==2.16.3",
     "python-multipart==0.0.34",
     "sqlalchemy==2.1.9",  # keys, usage, quotas
@@ -47,11 +47,11 @@ CPU_PACKAGES = [
 
 # PyPI's Linux torch wheel is the CUDA build; diffusers is the version the engine is written for.
 GPU_PACKAGES = [
-    "accelerate==1.15.0",
+    "accelerate==1.16.0",
     "diffusers==0.42.1",
     "onnx==1.23.2",  # inswapper's emap is read from the graph
     "onnxruntime-gpu==1.31.1",  # face models on the CUDA provider (CPU provider as fallback)
-    "opencv-python-headless==5.0.0.93",  # ControlNet preprocessors (canny, ...)
+    "opencv-python-headless==5.1.0.95",  # ControlNet preprocessors (canny, ...)
     "peft==0.21.2",
     "safetensors==0.8.0",
     "sentencepiece==0.2.3",  # MarianTokenizer: the `translate` operation (multi_lingual)
@@ -61,7 +61,7 @@ GPU_PACKAGES = [
     "torch==2.14.1",
     "torchsde==0.2.6",  # A1111 "DPM++ SDE" (DPMSolverSDEScheduler)
     "torchvision==0.29.1",  # spandrel (upscalers, face restorers) imports it
-    "transformers==5.23.0",
+    "transformers==5.24.0",
 ]
 
 base_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).uv_pip_install(*CPU_PACKAGES)
