@@ -42,11 +42,15 @@ def test_finite_output_is_decoded_to_pil_from_the_checked_floats():
 def test_a_fp16_vae_is_upcast_for_one_retry():
     import torch
 
+    class Vae(torch.nn.Module):  # its own class: a dtype on nn.Module would reach every module
+        @property
+        def dtype(self):
+            return next(self.parameters()).dtype
+
     pipe = FakePipe(bad=1)
-    pipe.vae = torch.nn.Module()
+    pipe.vae = Vae()
     pipe.vae.decoder = torch.nn.Conv2d(1, 1, 1).half()
     pipe.vae.post_quant_conv = torch.nn.Conv2d(1, 1, 1).half()
-    type(pipe.vae).dtype = property(lambda self: next(self.parameters()).dtype)
     out = checked_call(pipe, {"output_type": "pil", "generator": [torch.Generator().manual_seed(3)]})
     assert len(pipe.calls) == 2 and len(out.images) == 1
     assert pipe.vae.dtype == torch.float16  # put back after the retry
