@@ -55,6 +55,18 @@ def test_v4_dreambooth_needs_a_known_model_id(client):
     assert out["status"] == "success" and out["meta"]["scheduler"] == "EulerDiscreteScheduler"
 
 
+def test_an_unknown_lora_is_refused_before_any_job(client):
+    """Not a `failed` job later: a 404 in ModelsLab's body at once, nothing queued."""
+    r = client.post("/api/v4/dreambooth", json={"prompt": "a cat", "model_id": "tiny-sd",
+                                                "lora_model": "more_details", **SMALL})
+    assert r.status_code == 404, r.text
+    body = r.json()
+    assert body["status"] == "error" and "more_details" in str(body["message"])
+    assert "id" not in body  # no job was made: nothing to fetch
+    tagged = client.post("/api/v3/text2img", json={"prompt": "a cat <lora:absent:1>", **SMALL})
+    assert tagged.status_code == 404 and "absent" in str(tagged.json()["message"])
+
+
 def test_invalid_key_gets_the_seed_body(app_client):
     c = app_client(api_keys="k1,k2")
     for body in ({"prompt": "a cat"}, {"key": "wrong", "prompt": "a cat"}):

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
+import anyio
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -245,7 +246,17 @@ async def admit(request: Request, internal: GenerationRequest) -> GenerationRequ
                                            "task_id": internal.task_id or uuid.uuid4().hex})
     async with metering.refusing(request, internal):  # a refusal is metered too
         check_limits(internal, request.app.state.settings)
+        await anyio.to_thread.run_sync(check_loras, backend(request).registry, internal)
     return internal
+
+
+def check_loras(registry, internal: GenerationRequest) -> None:
+    """Every LoRA the request names (fields and `<lora:...>` prompt tags) is installed, before
+    any work: a background job is refused at once instead of failing later on the GPU."""
+    from shared.engine import loras, prompts
+
+    tags = prompts.extract_networks(internal.prompt)[1]
+    loras.resolve(registry, internal.loras + loras.refs_from_tags(tags))
 
 
 async def generate(request: Request, internal: GenerationRequest, *, keep_bytes: bool = False,
