@@ -321,10 +321,16 @@ def detect_file(path: Path) -> Detected:
         else:
             kind = None
     family = SINGLE_FILE_TYPES.get(kind or "", UNKNOWN)
+    repo = CONFIG_REPOS.get(kind or "", "")
+    # an SD 2.x file cannot say whether it predicts noise or v (diffusers guesses from a
+    # training step count): the scheduler of the configs it loads with decides
+    sched = path.parent / "configs" / repo / "scheduler" / "scheduler_config.json"
+    if family == "sd2" and _json(sched).get("prediction_type") == "v_prediction":
+        family = "sd2-v"
     return Detected(family, "schnell" if family == "flux-schnell" else "",
                     f"single-file {kind or 'unrecognised'}"
                     + (" (diffusers keys)" if layout == "diffusers" else ""),
-                    config_repo=CONFIG_REPOS.get(kind or "", ""))
+                    config_repo=repo)
 
 
 def detect(path: Path) -> Detected:

@@ -258,8 +258,9 @@ def write_single_file(kind: str, models_dir: Path, name: str) -> Path:
     fills): the transformer can only come from the file.
 
     SD3: Stability's original key names. Flux: diffusers' key names (diffusers' converter from
-    BFL's names hard-codes FLUX.1's 3072-wide blocks, which no tiny model has). SD 1.x / SDXL
-    (`sd1`, `sdxl`): all-in-one files in the original layout (shared.engine.tiny_ldm)."""
+    BFL's names hard-codes FLUX.1's 3072-wide blocks, which no tiny model has). SD 1.x / SD 2.x /
+    SDXL (`sd1`, `sd2`, `sdxl`): all-in-one files in the original layout
+    (shared.engine.tiny_ldm)."""
     from safetensors.torch import save_file
 
     from shared.engine import tiny_ldm

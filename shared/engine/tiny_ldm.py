@@ -1,5 +1,5 @@
-"""Tiny SD 1.x and SDXL pipelines written as all-in-one single files in the original LDM / SGM
-layout (what A1111 and Civitai checkpoints hold), for tests.
+"""Tiny SD 1.x, SD 2.x and SDXL pipelines written as all-in-one single files in the original
+LDM / SGM layout (what A1111 and Civitai checkpoints hold), for tests.
 
 The key names are the inverse of diffusers' single-file converters (convert_ldm_unet_checkpoint,
 convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint, convert_open_clip_checkpoint; a test
@@ -8,7 +8,11 @@ checks the round trip). The models keep the block structure diffusers' detection
 `output_blocks.11`; SDXL's OpenCLIP encoder has ten layers (`resblocks.9`) and is wider than its
 CLIP-L one, as bigG is, so diffusers tells the two encoders apart by width. Channels are tiny,
 and SD 1.x's cross attention is 32 wide, not 768: detection only asks that it is not SD 2.x's
-1024.
+1024. SD 2.x's is 1024 (diffusers' "v2" test), its UNet projects with linear layers, and its
+text encoder is an OpenCLIP-H stand-in under `cond_stage_model.model.` (1024 wide, two layers):
+diffusers builds it as a CLIPTextModel from the configs and ignores the file's `text_projection`
+(and the 24th layer real files hold, which SD 2.x skips). The file cannot say whether it
+predicts noise or v: the configs folder's scheduler decides (families.detect_file).
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ from pathlib import Path
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 SD1_CLIP = "cond_stage_model.transformer."
+SD2_OPEN_CLIP = "cond_stage_model.model."
+SD2_WIDTH = 1024  # OpenCLIP-H: the text encoder's width and the UNet's cross attention
 SDXL_CLIP = "conditioner.embedders.0.transformer."
 SDXL_OPEN_CLIP = "conditioner.embedders.1.model."
-LDM_KINDS = ("sd1", "sdxl")
+LDM_KINDS = ("sd1", "sd2", "sdxl")  # sd2-v too, with its own configs folder
+# the diffusers single-file type whose configs repo each kind loads with
+LDM_TYPES = {"sd1": "v1", "sd2": "v2", "sd2-v": "v2", "sdxl": "xl_base"}
 
 # -- builders ------------------------------------------------------------------------------------
 
@@ -50,6 +58,39 @@ def build_sd1(seed: int = 0):
                                    feature_extractor=None, requires_safety_checker=False)
 
 
+def build_sd2(seed: int = 0, v: bool = False):
+    """StableDiffusionPipeline as SD 2.x: build_sd1's UNet with linear projections and 1024-wide
+    cross attention, a 1024-wide, two-layer CLIPTextModel (OpenCLIP-H's width, a tiny MLP and
+    vocabulary), DDIM predicting noise or (`v`) v."""
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from shared.engine.tiny_families import _clip_tokenizer, _vae
+
+    torch.manual_seed(seed)
+    tok = _clip_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(16, 16, 32, 32), norm_num_groups=8, attention_head_dim=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=SD2_WIDTH, use_linear_projection=True)
+    te = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=SD2_WIDTH, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.eos_token_id))
+    with torch.no_grad():  # as tiny_families._clip: a real CLIP's final norm has a bias
+        getattr(te, "text_model", te).final_layer_norm.bias.normal_(0.5, 0.1)
+    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                          clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                          prediction_type="v_prediction" if v else "epsilon")
+    return StableDiffusionPipeline(unet=unet, vae=_vae(4), text_encoder=te, tokenizer=tok,
+                                   scheduler=sched, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
 def build_sdxl(seed: int = 0):
     """StableDiffusionXLPipeline: tiny_families.build_sdxl's UNet, a 32-wide CLIP-L and a
     64-wide, ten-layer OpenCLIP-bigG stand-in (cross attention 32 + 64)."""
@@ -76,7 +117,8 @@ def build_sdxl(seed: int = 0):
         text_encoder=_clip(tok, False), tokenizer=tok, text_encoder_2=big, tokenizer_2=tok)
 
 
-LDM_BUILDERS = {"sd1": build_sd1, "sdxl": build_sdxl}
+LDM_BUILDERS = {"sd1": build_sd1, "sd2": build_sd2, "sd2-v": lambda: build_sd2(v=True),
+                "sdxl": build_sdxl}
 
 # -- diffusers -> original key names ------------------------------------------------------------
 _UNET_PLAIN = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
@@ -179,15 +221,19 @@ _OPEN_CLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out
 def open_clip_original_keys(sd: dict) -> dict:
     """A CLIPTextModelWithProjection under OpenCLIP names (`transformer.resblocks.N` with fused
     `attn.in_proj_*`, `positional_embedding`, `text_projection` transposed), no prefix: the
-    inverse of diffusers' convert_open_clip_checkpoint."""
+    inverse of diffusers' convert_open_clip_checkpoint. A plain CLIPTextModel (SD 2.x's
+    encoder) gets an identity `text_projection`, as real SD 2.x files hold one diffusers
+    ignores."""
     import torch
 
     sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
     out = {"positional_embedding": sd.pop("embeddings.position_embedding.weight"),
            "token_embedding.weight": sd.pop("embeddings.token_embedding.weight"),
            "ln_final.weight": sd.pop("final_layer_norm.weight"),
-           "ln_final.bias": sd.pop("final_layer_norm.bias"),
-           "text_projection": sd.pop("text_projection.weight").T.contiguous()}
+           "ln_final.bias": sd.pop("final_layer_norm.bias")}
+    proj = sd.pop("text_projection.weight", None)
+    out["text_projection"] = (torch.eye(out["ln_final.weight"].shape[0]) if proj is None
+                              else proj.T.contiguous())
     layers = {int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")}
     for i in sorted(layers):
         d, o = f"encoder.layers.{i}.", f"transformer.resblocks.{i}."
@@ -204,7 +250,8 @@ def open_clip_original_keys(sd: dict) -> dict:
 def original_checkpoint(pipe) -> dict:
     """The whole pipeline's weights in one state dict, as an A1111 / Civitai checkpoint:
     SD 1.x `model.diffusion_model.` + `first_stage_model.` + `cond_stage_model.transformer.`;
-    SDXL the same UNet / VAE + `conditioner.embedders.0.transformer.` (CLIP-L) +
+    SD 2.x the same with its OpenCLIP encoder under `cond_stage_model.model.`; SDXL the same
+    UNet / VAE + `conditioner.embedders.0.transformer.` (CLIP-L) +
     `conditioner.embedders.1.model.` (OpenCLIP bigG)."""
     def sd(module):
         return {k: v.detach().contiguous() for k, v in module.state_dict().items()}
@@ -212,6 +259,10 @@ def original_checkpoint(pipe) -> dict:
     out = {UNET + k: v for k, v in unet_original_keys(sd(pipe.unet), pipe.unet.config).items()}
     out.update({VAE + k: v for k, v in vae_original_keys(sd(pipe.vae), pipe.vae.config).items()})
     xl = getattr(pipe, "text_encoder_2", None) is not None
+    if not xl and pipe.text_encoder.config.hidden_size == SD2_WIDTH:  # SD 2.x: OpenCLIP-H
+        out.update({SD2_OPEN_CLIP + k: v
+                    for k, v in open_clip_original_keys(sd(pipe.text_encoder)).items()})
+        return {k: v.contiguous() for k, v in out.items()}
     clip = clip_original_keys(sd(pipe.text_encoder))
     out.update({(SDXL_CLIP if xl else SD1_CLIP) + k: v for k, v in clip.items()})
     if xl:
@@ -225,9 +276,11 @@ WEIGHT_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 def write_ldm_single_file(kind: str, models_dir: Path, name: str,
                           folder: Path | None = None) -> Path:
-    """A tiny SD 1.x or SDXL as an all-in-one `<models_dir>/<name>.safetensors` in the original
-    layout, plus its configs folder `<models_dir>/configs/<repo>/` (families.CONFIG_REPOS `v1` /
-    `xl_base`) without the UNet, VAE or text encoder weights: they can only come from the file.
+    """A tiny SD 1.x, SD 2.x (`sd2-v`: v-prediction) or SDXL as an all-in-one
+    `<models_dir>/<name>.safetensors` in the original layout, plus its configs folder
+    `<models_dir>/configs/<repo>/` (families.CONFIG_REPOS `v1` / `v2` / `xl_base`; sd2 and sd2-v
+    share one, so one models_dir holds one of them) without the UNet, VAE or text encoder
+    weights: they can only come from the file.
     `folder`: the same weights saved as a diffusers folder too."""
     from safetensors.torch import save_file
 
@@ -237,7 +290,7 @@ def write_ldm_single_file(kind: str, models_dir: Path, name: str,
         raise ValueError(f"unknown LDM tiny family {kind!r}; choices: {', '.join(LDM_BUILDERS)}")
     models_dir = Path(models_dir)
     pipe = LDM_BUILDERS[kind]()
-    config = models_dir / "configs" / CONFIG_REPOS["v1" if kind == "sd1" else "xl_base"]
+    config = models_dir / "configs" / CONFIG_REPOS[LDM_TYPES[kind]]
     pipe.save_pretrained(config, safe_serialization=True)
     for part in WEIGHT_PARTS:
         for f in (config / part).glob("*.safetensors"):

@@ -1,7 +1,7 @@
-"""Single-file checkpoints: SD3 and Flux holding the transformer only, and SD 1.x / SDXL
-all-in-one files in the original LDM / SGM layout (A1111 and Civitai checkpoints), the rest from
-the family's configs folder as `sdgate pull --configs` fills it. Each is detected from its keys,
-loaded with diffusers' from_single_file offline, and draws the pixels of the same weights saved
+"""Single-file checkpoints: SD3 and Flux holding the transformer only, and SD 1.x / SD 2.x /
+SDXL all-in-one files in the original LDM / SGM layout (A1111 and Civitai checkpoints), the rest
+from the family's configs folder as `sdgate pull --configs` fills it. Each is detected from its
+keys, loaded with diffusers' from_single_file offline, and draws the pixels of the same weights saved
 as a folder, through the engine, A1111 and OpenAI."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from shared.engine.tiny_ldm import LDM_KINDS, write_ldm_single_file
 from shared.generation import GenerationRequest, Mode
 from tests.engine.family_assets import INIT, MASK, alpha_mask, family_client, pixels, png
 
-KINDS = ("sd3", "flux-dev", "flux-schnell", "sd1", "sdxl")
+KINDS = ("sd3", "flux-dev", "flux-schnell", "sd1", "sd2", "sdxl")
 FILE = {"sd3": "file-a", "flux-dev": "file-b", "flux-schnell": "file-c", "sd1": "file-d",
-        "sdxl": "file-e"}
+        "sdxl": "file-e", "sd2": "file-f"}
 FOLDER = {"sd3": "dir-a", "flux-dev": "dir-b", "flux-schnell": "dir-c", "sd1": "dir-d",
-          "sdxl": "dir-e"}
-TYPE = {"sd1": "v1", "sdxl": "xl_base"}  # diffusers' single-file type, where not the family
+          "sdxl": "dir-e", "sd2": "dir-f"}
+TYPE = {"sd1": "v1", "sd2": "v2", "sdxl": "xl_base"}  # diffusers' single-file type
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +92,16 @@ def test_ldm_original_keys_round_trip_through_diffusers_converters(kind):
     ckpt = tiny_ldm.original_checkpoint(pipe)
     assert infer_diffusers_model_type(ckpt) == TYPE[kind]
     assert {k.split(".")[0] for k in ckpt} == (
-        {"model", "first_stage_model", "cond_stage_model"} if kind == "sd1"
-        else {"model", "first_stage_model", "conditioner"})
+        {"model", "first_stage_model", "conditioner"} if kind == "sdxl"
+        else {"model", "first_stage_model", "cond_stage_model"})
     _same(convert_ldm_unet_checkpoint(dict(ckpt), pipe.unet.config), pipe.unet.state_dict())
     _same(convert_ldm_vae_checkpoint(dict(ckpt), pipe.vae.config), pipe.vae.state_dict())
-    clip = convert_ldm_clip_checkpoint(dict(ckpt))  # transformers 5 flattens CLIPTextModel
+    if kind == "sd2":  # OpenCLIP-H, read into a CLIPTextModel; its text_projection is unused
+        assert ckpt[tiny_ldm.SD2_OPEN_CLIP + "text_projection"].shape == (1024, 1024)
+        clip = convert_open_clip_checkpoint(pipe.text_encoder, dict(ckpt),
+                                            prefix=tiny_ldm.SD2_OPEN_CLIP)
+    else:
+        clip = convert_ldm_clip_checkpoint(dict(ckpt))  # transformers 5 flattens CLIPTextModel
     _same({k.removeprefix("text_model."): v for k, v in clip.items()},
           pipe.text_encoder.state_dict())
     if kind == "sdxl":
@@ -164,9 +169,31 @@ def test_all_in_one_files_hold_every_weight(single_engine, single_dir, kind):
     assert not list(cfg.glob("*/*.safetensors"))
     one, other = single_engine.warm(FILE[kind]).pipe, single_engine.warm(FOLDER[kind]).pipe
     parts = [p for p in WEIGHT_PARTS if getattr(other, p, None) is not None]
-    assert parts == (["unet", "vae", "text_encoder"] if kind == "sd1" else list(WEIGHT_PARTS))
+    assert parts == (list(WEIGHT_PARTS) if kind == "sdxl" else ["unet", "vae", "text_encoder"])
     for part in parts:
         _same(getattr(one, part).state_dict(), getattr(other, part).state_dict())
+
+
+def test_sd2_v_prediction_comes_from_the_configs(tmp_path):
+    """An SD 2.x file holds no sign of v-prediction: with v-prediction configs (SD 2.1's) the
+    same kind of file is family sd2-v, loads with that scheduler and draws the folder's pixels;
+    the sd2 fixture's epsilon configs make it sd2."""
+    from shared.engine import Engine
+    from shared.engine.registry import ModelRegistry
+
+    write_ldm_single_file("sd2-v", tmp_path, "v-file", folder=tmp_path / "v-dir")
+    found = families.detect(tmp_path / "v-file.safetensors")
+    assert (found.family, found.source) == ("sd2-v", "single-file v2")
+    assert families.detect(tmp_path / "v-dir").family == "sd2-v"
+    eng = Engine(ModelRegistry(tmp_path), max_loaded=2)
+    assert eng.warm("v-file").pipe.scheduler.config.prediction_type == "v_prediction"
+
+    def run(name):
+        return pixels(eng.generate(GenerationRequest(
+            model=name, prompt="a red cat", width=64, height=64, steps=2, seed=9)).images[0].data)
+
+    one, other = run("v-file"), run("v-dir")
+    assert np.abs(one - other).max() <= 1 and (one != other).mean() < 0.005
 
 
 def test_a_single_file_without_configs_is_refused_clearly(tmp_path, monkeypatch):
@@ -205,7 +232,7 @@ def test_a1111_lists_and_draws_single_files(single_client):
     models = {m["model_name"]: m for m in single_client.get("/sdapi/v1/sd-models").json()}
     assert {models[FILE[k]]["family"] for k in KINDS} == set(KINDS)
     assert "configs" not in models  # the configs folder is not a model
-    for kind in ("sd3", "flux-schnell", "sd1", "sdxl"):
+    for kind in ("sd3", "flux-schnell", "sd1", "sd2", "sdxl"):
         base = {"prompt": "a red cat", "width": 64, "height": 64, "steps": 2, "seed": 3,
                 "override_settings": {"sd_model_checkpoint": FILE[kind]}}
         r = single_client.post("/sdapi/v1/txt2img", json=base)
@@ -221,7 +248,7 @@ def test_a1111_lists_and_draws_single_files(single_client):
 
 
 def test_openai_draws_single_files(single_client):
-    for kind in ("sd3", "flux-dev", "sd1", "sdxl"):
+    for kind in ("sd3", "flux-dev", "sd1", "sd2", "sdxl"):
         r = single_client.post("/v1/images/generations", json={
             "model": FILE[kind], "prompt": "a red cat", "size": "64x64",
             "response_format": "b64_json"})
