@@ -1,8 +1,8 @@
 """Single-file checkpoints: SD3 and Flux holding the transformer only, and SD 1.x / SD 2.x /
 SDXL all-in-one files in the original LDM / SGM layout (A1111 and Civitai checkpoints), the rest
 from the family's configs folder as `sdgate pull --configs` fills it. Each is detected from its
-keys, loaded with diffusers' from_single_file offline, and draws the pixels of the same weights saved
-as a folder, through the engine, A1111 and OpenAI."""
+keys, loaded with diffusers' from_single_file offline, and draws the pixels of the same weights
+saved as a folder, through the engine, A1111 and OpenAI."""
 
 from __future__ import annotations
 
