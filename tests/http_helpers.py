@@ -133,3 +133,21 @@ def poll(client, url: str, body: dict | None = None, tries: int = 600) -> dict:
             return out
         time.sleep(0.1)
     raise AssertionError("job still processing")
+
+
+def wait_healthy(proc, base: str, tries: int = 1200) -> None:
+    """Wait until the server process `proc` answers /health at `base` (its output if it dies)."""
+    import time
+
+    import httpx
+
+    for _ in range(tries):
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read().decode(errors="replace"))
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{base} never became healthy")

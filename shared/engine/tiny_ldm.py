@@ -34,23 +34,32 @@ LDM_TYPES = {"sd1": "v1", "sd2": "v2", "sd2-v": "v2", "sdxl": "xl_base"}
 # -- builders ------------------------------------------------------------------------------------
 
 
+def _sd_unet(cross_attention_dim: int, **extra):
+    """SD 1.x / 2.x's UNet layout (four down blocks of two layers, attention in the first
+    three) at tiny widths."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(16, 16, 32, 32), norm_num_groups=8, attention_head_dim=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=cross_attention_dim, **extra)
+
+
 def build_sd1(seed: int = 0):
     """StableDiffusionPipeline with SD 1.x's UNet structure (4 down blocks x 2 layers, cross
     attention in the first three) at 16 / 32 channels; the tiny SD1.5's VAE and CLIP sizes. The
     last two blocks have equal widths, as SD 1.x's 1280 / 1280: a shortcut convolution in
     `input_blocks.10` would read as the x4 upscaler."""
     import torch
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
 
     from shared.engine.tiny_families import _clip, _clip_tokenizer, _vae
 
     torch.manual_seed(seed)
     tok = _clip_tokenizer()
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(16, 16, 32, 32), norm_num_groups=8, attention_head_dim=4,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=32)
+    unet = _sd_unet(32)
     sched = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                           skip_prk_steps=True, steps_offset=1)
     return StableDiffusionPipeline(unet=unet, vae=_vae(4), text_encoder=_clip(tok, False),
@@ -63,19 +72,14 @@ def build_sd2(seed: int = 0, v: bool = False):
     cross attention, a 1024-wide, two-layer CLIPTextModel (OpenCLIP-H's width, a tiny MLP and
     vocabulary), DDIM predicting noise or (`v`) v."""
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from shared.engine.tiny_families import _clip_tokenizer, _vae
 
     torch.manual_seed(seed)
     tok = _clip_tokenizer()
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(16, 16, 32, 32), norm_num_groups=8, attention_head_dim=4,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=SD2_WIDTH, use_linear_projection=True)
+    unet = _sd_unet(SD2_WIDTH, use_linear_projection=True)
     te = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tok), hidden_size=SD2_WIDTH, intermediate_size=32, num_hidden_layers=2,
         num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",

@@ -8,7 +8,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from tests.conftest import free_port
+from tests.http_helpers import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,15 +32,7 @@ def test_serve_on_an_empty_models_folder_builds_the_tiny_model_and_draws(tmp_pat
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(1200):
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read().decode(errors="replace"))
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_healthy(proc, base)
         assert (tmp_path / "models" / "tiny-sd" / "model_index.json").is_file()
         models = httpx.get(base + "/sdapi/v1/sd-models", timeout=30).json()
         assert [m["model_name"] for m in models] == ["tiny-sd"]
