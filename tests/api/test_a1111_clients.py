@@ -57,6 +57,9 @@ SEED_INFO = {
     "is_using_inpainting_conditioning", "version"}
 
 
+# The seed's full-size example (720x960, 40 steps) takes most of a minute on a CPU: it runs on
+# the local backend; the Modal wiring serves the same routes in every other remote test.
+@pytest.mark.parametrize("make_app", ["local"], indirect=True)
 def test_seed_001_example_through_the_gateway_prefix(live_server):
     base = live_server(api_keys=KEY)
     url = f"{base}/v1/sdapi/v1/txt2img"
