@@ -161,7 +161,7 @@ class ModelsLab(Dialect):
         if upscaler:  # upscale "yes" with no upscaler installed: refused now, not after generating
             check_text2img_upscaler(be.registry.root, upscaler)
         if req.tomesd:  # sent "yes": on SD3 / Flux a 400 now, not a failed job later
-            await anyio.to_thread.run_sync(_check_tomesd, be.registry, req.model_id)
+            _check_tomesd(call.model)
         if req.embeddings_model:
             req.check_embeddings(await anyio.to_thread.run_sync(
                 be.registry.extra_files, EMBEDDINGS_DIR, EMBEDDING_SUFFIXES))
@@ -213,9 +213,9 @@ class ModelsLab(Dialect):
         return render_error(err)
 
 
-def _check_tomesd(registry, model_id: str | None) -> None:
-    """tomesd "yes" needs a UNet (token merging); SD3 and Flux denoise with a transformer."""
-    info = registry.resolve(model_id)
+def _check_tomesd(info) -> None:
+    """tomesd "yes" needs a UNet (token merging); SD3 and Flux denoise with a transformer.
+    `info`: the model the generic endpoint resolved."""
     family = FAMILIES.get(info.family)
     if family is not None and not family.unet:
         raise ValidationFailed("tomesd", fields=[FieldError(

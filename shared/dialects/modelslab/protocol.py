@@ -44,9 +44,14 @@ _YES = {"yes", "true", "1", "on"}
 _NO = {"no", "false", "0", "off"}
 
 
+def _blank(v: Any) -> bool:
+    """null, "" and blanks: a field not given."""
+    return v is None or (isinstance(v, str) and not v.strip())
+
+
 def _blank_is_default(v: Any) -> Any:
     """null and "" mean "not given": the field's default applies."""
-    if v is None or (isinstance(v, str) and not v.strip()):
+    if _blank(v):
         raise PydanticUseDefault()
     return v.strip() if isinstance(v, str) else v
 
@@ -69,10 +74,6 @@ MODEL_DEFAULTED = {"num_inference_steps": "steps", "guidance_scale": "guidance",
                    "scheduler": "sampler"}
 # other names upstream's own example bodies use for a field (v6 inpaint sends "steps": "21")
 ALIASES = {"steps": "num_inference_steps"}
-
-
-def _blank(v: Any) -> bool:
-    return v is None or (isinstance(v, str) and not v.strip())
 
 
 class Text2ImgRequest(BaseModel):
