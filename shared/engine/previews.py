@@ -12,17 +12,14 @@ import numpy as np
 from PIL import Image
 
 from shared import images as imgs
+from shared.engine.accel import TAESD_DIRS
+from shared.engine.families import FAMILIES
 
 log = logging.getLogger(__name__)
 
 # SD 1.x latent -> RGB factors (the approximation A1111's "Approx cheap" live preview uses)
 SD15_RGB = np.array([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
                      [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], dtype=np.float32)
-# The families whose latents madebyollin's TAESD decoders read, and the folder under the models
-# dir holding each one's weights (`diffusion_pytorch_model.safetensors`, as for SDGATE_TINY_VAE).
-TAESD_FOLDERS = {"sd1": "taesd", "sd2": "taesd", "sd2-v": "taesd", "sdxl": "taesdxl",
-                 "sdxl-refiner": "taesdxl"}
-
 _decoders: dict = {}  # (folder, file mtime, device, dtype) -> AutoencoderTiny, loaded once
 _lock = threading.Lock()
 
@@ -56,10 +53,12 @@ def taesd(loaded, models_dir: Path | None):
     pipe = loaded.pipe
     if type(getattr(pipe, "vae", None)).__name__ == "AutoencoderTiny":
         return pipe.vae
-    folder = TAESD_FOLDERS.get(loaded.info.family)
-    if folder is None or models_dir is None:
+    family = FAMILIES.get(loaded.info.family)
+    if family is None or not family.unet or models_dir is None:  # TAESD reads UNet latents
         return None
-    weights = Path(models_dir) / folder / "diffusion_pytorch_model.safetensors"
+    # the folder SDGATE_TINY_VAE loads from: taesd, or taesdxl for SDXL's latents
+    kind = "sdxl" if loaded.info.family.startswith("sdxl") else "sd"
+    weights = Path(models_dir) / TAESD_DIRS[kind] / "diffusion_pytorch_model.safetensors"
     if not weights.is_file():
         return None
     dtype = getattr(getattr(pipe, "unet", None), "dtype", None) or pipe.vae.dtype
