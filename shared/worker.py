@@ -40,7 +40,8 @@ QUEUE = "gpu"  # the split topology's work queue (job ids and generation calls)
 # metered jobs whose usage record is not closed yet: any web container's watchdog takes them up,
 # so a record closes even when the container that submitted the job is gone
 UNMETERED = "jobs:unmetered"
-UNMETERED_BATCH = 50  # at most this many looked at per watchdog round
+UNMETERED_BATCH = 50  # at most this many looked at per sweep
+UNMETERED_EVERY = 15  # watchdog rounds (2 s each) between sweeps: records close within ~30 s
 FINAL_TTL = 8 * 24 * 3600.0  # claims outlive the jobs they guard
 POLL_SECONDS = 0.1  # how often the web tier looks at a job / call result in the store
 DEADLINE_REASON = "Job deadline exceeded"
@@ -373,6 +374,7 @@ class HandoffRunner:
         return task
 
     async def _watch(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(2.0)
             try:
@@ -381,9 +383,11 @@ class HandoffRunner:
                     job = await self.aget(job_id)  # overdue: failed and cancelled there
                     if job is None or job.status is not JobStatus.processing:
                         self._mine.discard(job_id)
-                await self._meter_unmetered()
+                if rounds % UNMETERED_EVERY == 0:  # the first round, then every ~30 s
+                    await self._meter_unmetered()
             except Exception:  # a store hiccup must not end the watchdog
                 log.exception("job watchdog")
+            rounds += 1
 
     async def _meter_unmetered(self) -> None:
         """Close the usage records of final jobs from the shared list (whoever submitted them);
@@ -394,6 +398,9 @@ class HandoffRunner:
             job_id = await self.state.apop(UNMETERED)
             if job_id is None:
                 return
+            if job_id in self._mine:  # read every round above; back on the list for later
+                await self.state.apush(UNMETERED, job_id)
+                continue
             job = await self.aget(job_id)
             if job is not None and job.status is JobStatus.processing:
                 await self.state.apush(UNMETERED, job_id)

@@ -246,17 +246,19 @@ async def admit(request: Request, internal: GenerationRequest) -> GenerationRequ
                                            "task_id": internal.task_id or uuid.uuid4().hex})
     async with metering.refusing(request, internal):  # a refusal is metered too
         check_limits(internal, request.app.state.settings)
-        await anyio.to_thread.run_sync(check_loras, backend(request).registry, internal)
+        await check_loras(backend(request).registry, internal)
     return internal
 
 
-def check_loras(registry, internal: GenerationRequest) -> None:
+async def check_loras(registry, internal: GenerationRequest) -> None:
     """Every LoRA the request names (fields and `<lora:...>` prompt tags) is installed, before
-    any work: a background job is refused at once instead of failing later on the GPU."""
+    any work: a background job is refused at once instead of failing later on the GPU. The
+    LoRA folder is listed (in a thread) only when there is a LoRA to find."""
     from shared.engine import loras, prompts
 
-    tags = prompts.extract_networks(internal.prompt)[1]
-    loras.resolve(registry, internal.loras + loras.refs_from_tags(tags))
+    refs = internal.loras + loras.refs_from_tags(prompts.extract_networks(internal.prompt)[1])
+    if refs:
+        await anyio.to_thread.run_sync(loras.resolve, registry, refs)
 
 
 async def generate(request: Request, internal: GenerationRequest, *, keep_bytes: bool = False,
