@@ -80,10 +80,11 @@ def budget_bytes(device: str, configured_gb: float | None) -> int | None:
     return None
 
 
-def offload_mode(setting: str, device: str, need: int, budget: int | None) -> str:
-    """How a model of `need` bytes is placed on `device`: "" (moved whole) or "model" (diffusers'
-    model CPU offload). `auto` offloads only what exceeds the budget (there is none on the CPU
-    unless configured); `model` applies on every device (on the CPU it gains nothing)."""
+def offload_mode(setting: str, need: int, budget: int | None) -> str:
+    """How a model of `need` bytes is placed on its device: "" (moved whole) or "model"
+    (diffusers' model CPU offload). `auto` offloads only what exceeds the budget (there is none
+    on the CPU unless configured); `model` applies on every device (on the CPU it gains
+    nothing)."""
     if setting not in OFFLOAD_MODES:
         raise ValueError(f"SDGATE_CPU_OFFLOAD={setting!r}; choices: {', '.join(OFFLOAD_MODES)}")
     if setting == "off":

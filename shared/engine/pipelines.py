@@ -282,7 +282,7 @@ class PipelineCache:
     def _place(self, loaded: LoadedModel, device: str) -> bool:
         """Move a model's weights to `device`, or hand them to diffusers' CPU offload when the
         setting asks for it (`memory.offload_mode`); True when the whole model moved."""
-        mode = memory.offload_mode(self.cpu_offload, device, loaded.bytes, self.budget)
+        mode = memory.offload_mode(self.cpu_offload, loaded.bytes, self.budget)
         if mode and (loaded.offload, loaded.offload_device) != (mode, device):
             if loaded.offload:
                 loaded.pipe.remove_all_hooks()

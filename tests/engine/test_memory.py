@@ -120,7 +120,7 @@ def test_the_setting_reaches_the_engine(make_settings):
     ("model", 1, 10, "model"), ("model", 1, None, "model"),
 ])
 def test_offload_mode(setting, need, budget, mode):
-    assert memory.offload_mode(setting, "cuda", need, budget) == mode
+    assert memory.offload_mode(setting, need, budget) == mode
 
 
 def test_an_unknown_offload_setting_is_refused(make_settings):
